@@ -1,0 +1,115 @@
+"""Pure tensor math of spectral normalization, written with `keras.ops`.
+
+A kernel is read as a stack of matrices ``K`` of shape ``(blocks, d_in, d_out)``
+(see `keras_sn.weights.MatrixView`). Keras kernels are stored input-major
+(``(..., d_in, d_out)``), so for Dense and Conv this view is a free reshape and
+the power iteration needs no transposed copy of the kernel: ``M = Kᵀ`` is the
+paper's ``d_out x d_in`` matrix, ``Mᵀu = K u`` and ``M v = Kᵀ v``.
+
+Nothing here touches a variable; the layer owns all state.
+"""
+
+from keras import ops
+
+
+def to_matrix(kernel, view):
+    """Reads `kernel` as the `(blocks, d_in, d_out)` stack described by `view`.
+
+    Args:
+        kernel: A tensor of shape `view.kernel_shape`.
+        view: A `keras_sn.weights.MatrixView`.
+
+    Returns:
+        A tensor of shape `(view.blocks, view.d_in, view.d_out)`.
+    """
+    if view.split_shape is not None:
+        kernel = ops.reshape(kernel, view.split_shape)
+    if view.permutation is not None:
+        kernel = ops.transpose(kernel, view.permutation)
+    return ops.reshape(kernel, (view.blocks, view.d_in, view.d_out))
+
+
+def l2_normalize(x, epsilon, fallback=None):
+    """Normalizes the rows of `x` (last axis) to unit L2 norm.
+
+    Computes ``x / max(||x||, epsilon)`` as PyTorch's `F.normalize` does. Where a
+    row's norm is at most `epsilon` (an all-zero kernel) and `fallback` is given,
+    the row of `fallback` is returned instead, so a stored singular vector never
+    collapses to zero and the iteration can resume once the kernel is non-zero.
+    """
+    squared_norm = ops.sum(ops.square(x), axis=-1, keepdims=True)
+    floor = epsilon * epsilon
+    normalized = x * ops.rsqrt(ops.maximum(squared_norm, floor))
+    if fallback is None:
+        return normalized
+    return ops.where(squared_norm > floor, normalized, fallback)
+
+
+def _matvec_in(matrix, u):
+    # Mᵀu = K u for every block: (G, d_in, d_out) @ (G, d_out, 1) -> (G, d_in).
+    return ops.squeeze(ops.matmul(matrix, ops.expand_dims(u, -1)), -1)
+
+
+def _matvec_out(matrix, v):
+    # M v = Kᵀ v for every block: (G, 1, d_in) @ (G, d_in, d_out) -> (G, d_out).
+    return ops.squeeze(ops.matmul(ops.expand_dims(v, 1), matrix), 1)
+
+
+def right_vector(matrix, u, v, epsilon):
+    """Half a power step without gradient: ``normalize(Mᵀu)``, else `v`."""
+    return l2_normalize(
+        _matvec_in(ops.stop_gradient(matrix), u), epsilon, fallback=v
+    )
+
+
+def power_iteration(matrix, u, v, iterations, epsilon):
+    """Runs `iterations` power steps without gradient.
+
+    One step is ``v <- normalize(Mᵀu)``, ``u <- normalize(M v)``.
+
+    Args:
+        matrix: `(blocks, d_in, d_out)` tensor (see `to_matrix`).
+        u: `(blocks, d_out)` unit rows, the left singular vector estimates.
+        v: `(blocks, d_in)` unit rows, the right singular vector estimates.
+        iterations: Python int >= 0.
+        epsilon: Python float > 0, the norm floor.
+
+    Returns:
+        The new `(u, v)`.
+    """
+    matrix = ops.stop_gradient(matrix)
+    for _ in range(iterations):
+        v = l2_normalize(_matvec_in(matrix, u), epsilon, fallback=v)
+        u = l2_normalize(_matvec_out(matrix, v), epsilon, fallback=u)
+    return u, v
+
+
+def power_iteration_and_sigma(matrix, u, v, iterations, epsilon):
+    """Runs `iterations >= 1` power steps and returns `(sigma, u, v)`.
+
+    ``sigma = uᵀ M v`` of the last step is differentiable with respect to
+    `matrix` (u and v are held constant, as in the paper), and reuses the
+    step's last product ``M v``, so training costs exactly `2 * iterations`
+    matrix-vector products per block and no more.
+
+    Returns:
+        `sigma`: scalar, the largest of the blocks' estimates (the spectral norm
+        of a block-diagonal operator is that of its largest block).
+        `u`, `v`: the new singular vector estimates, without gradient.
+    """
+    u, v = power_iteration(matrix, u, v, iterations - 1, epsilon)
+    v = ops.stop_gradient(right_vector(matrix, u, v, epsilon))
+    mv = _matvec_out(matrix, v)  # gradient flows into `matrix` here only
+    u = ops.stop_gradient(l2_normalize(mv, epsilon, fallback=u))
+    return _largest(ops.sum(u * mv, axis=-1)), u, v
+
+
+def sigma_from_vectors(matrix, u, v):
+    """``uᵀ M v`` (largest over blocks) from given vectors, no iteration."""
+    return _largest(ops.sum(u * _matvec_out(matrix, v), axis=-1))
+
+
+def _largest(block_sigmas):
+    if block_sigmas.shape[0] == 1:
+        return ops.reshape(block_sigmas, ())
+    return ops.max(block_sigmas)

@@ -1,0 +1,287 @@
+"""Which weight of which layer type is normalized, read as which matrix.
+
+The table `WEIGHT_TABLE` is the single place that knows about layer types. A
+weight is read as a stack of `blocks` matrices of `d_in x d_out`: one block for
+an ordinary kernel, one block per group for a grouped convolution and one per
+input channel for a depthwise convolution (their operators are block-diagonal,
+and the spectral norm of a block-diagonal operator is its largest block's).
+
+Layers not in the table are opted in with `weight_name=` (and `axis=` where the
+output axis is not the last one).
+"""
+
+import dataclasses
+import math
+
+import keras
+
+
+@dataclasses.dataclass(frozen=True)
+class MatrixView:
+    """How a kernel is read as a `(blocks, d_in, d_out)` stack of matrices.
+
+    Attributes:
+        kernel_shape: The kernel's shape.
+        split_shape: Shape the kernel is first reshaped to (splits the output
+            channels of a grouped convolution into `(groups, filters_per_group)`),
+            or `None`.
+        permutation: Transpose applied next, ordering axes as
+            `(block axes, input axes, output axes)`, or `None` when the kernel
+            is already in that order (no copy is made).
+        blocks, d_in, d_out: The sizes of the resulting stack.
+        output_axes: The kernel axes that index the output, as given.
+    """
+
+    kernel_shape: tuple
+    split_shape: tuple
+    permutation: tuple
+    blocks: int
+    d_in: int
+    d_out: int
+    output_axes: tuple
+
+
+def matrix_view(kernel_shape, output_axes, block_axes=(), split_shape=None):
+    """Builds a `MatrixView`; axes index `split_shape` when it is given."""
+    shape = tuple(split_shape or kernel_shape)
+    rank = len(shape)
+    output_axes = tuple(a % rank for a in output_axes)
+    block_axes = tuple(a % rank for a in block_axes)
+    input_axes = tuple(
+        a for a in range(rank) if a not in output_axes and a not in block_axes
+    )
+    permutation = block_axes + input_axes + output_axes
+    if permutation == tuple(range(rank)):
+        permutation = None
+    return MatrixView(
+        kernel_shape=tuple(kernel_shape),
+        split_shape=tuple(split_shape) if split_shape else None,
+        permutation=permutation,
+        blocks=math.prod(shape[a] for a in block_axes),
+        d_in=math.prod(shape[a] for a in input_axes),
+        d_out=math.prod(shape[a] for a in output_axes),
+        output_axes=output_axes,
+    )
+
+
+def _last_axis_is_output(layer, shape):
+    return matrix_view(shape, (-1,))
+
+
+def _transposed_conv(layer, shape):
+    # Keras stores Conv*Transpose kernels as (*kernel_size, filters, in_channels):
+    # the output channels are axis -2 (PyTorch's dim=1 for ConvTranspose).
+    return matrix_view(shape, (-2,))
+
+
+def _conv(layer, shape):
+    groups = getattr(layer, "groups", 1) or 1
+    if groups == 1:
+        return matrix_view(shape, (-1,))
+    # (*k, in/groups, filters) -> (*k, in/groups, groups, filters/groups):
+    # group g maps its own input channels to its own block of filters.
+    split = tuple(shape[:-1]) + (groups, shape[-1] // groups)
+    return matrix_view(shape, (-1,), block_axes=(-2,), split_shape=split)
+
+
+def _depthwise(layer, shape):
+    # (*k, in_channels, depth_multiplier): one block per input channel.
+    return matrix_view(shape, (-1,), block_axes=(-2,))
+
+
+def _einsum_dense(layer, shape):
+    inputs, output = layer.equation.replace(" ", "").split("->")
+    input_subscripts, kernel_subscripts = inputs.split(",")
+    output_axes, block_axes = [], []
+    for axis, letter in enumerate(kernel_subscripts):
+        in_output, in_input = letter in output, letter in input_subscripts
+        if in_output and in_input:
+            block_axes.append(axis)  # an independent map per index: a block
+        elif in_output:
+            output_axes.append(axis)
+        elif not in_input:
+            raise ValueError(
+                f"Cannot read the kernel of {layer.__class__.__name__} "
+                f"'{layer.name}' as a matrix: kernel axis '{letter}' of equation "
+                f"'{layer.equation}' is in neither the input nor the output. "
+                "Pass `axis=` (the kernel axes that index the output) to "
+                "normalize it as a plain matrix."
+            )
+    return matrix_view(shape, tuple(output_axes), block_axes=tuple(block_axes))
+
+
+# (layer classes, {weight attribute: view rule}, what the README says).
+# Order matters: the first row whose classes match the layer is used.
+WEIGHT_TABLE = (
+    (
+        (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D),
+        {"depthwise_kernel": _depthwise, "pointwise_kernel": _last_axis_is_output},
+        "both kernels, each with its own u: depthwise block-diagonal over "
+        "input channels, pointwise output axis -1",
+    ),
+    (
+        (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D),
+        {"kernel": _depthwise},
+        "`kernel`, block-diagonal over input channels",
+    ),
+    (
+        (
+            keras.layers.Conv1DTranspose,
+            keras.layers.Conv2DTranspose,
+            keras.layers.Conv3DTranspose,
+        ),
+        {"kernel": _transposed_conv},
+        "`kernel`, output channels are axis -2",
+    ),
+    (
+        (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D),
+        {"kernel": _conv},
+        "`kernel`, output axis -1; with `groups > 1` block-diagonal over groups",
+    ),
+    (
+        (keras.layers.Dense,),
+        {"kernel": _last_axis_is_output},
+        "`kernel`, output axis -1",
+    ),
+    (
+        (keras.layers.EinsumDense,),
+        {"kernel": _einsum_dense},
+        "`kernel`, output axes = kernel axes in the equation's output; axes "
+        "also in the input are blocks",
+    ),
+    (
+        (keras.layers.Embedding,),
+        {"embeddings": _last_axis_is_output},
+        "`embeddings`, output axis -1 (the embedding dimension)",
+    ),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class NormalizedWeight:
+    """One weight of the wrapped layer and how it is read as a matrix."""
+
+    name: str
+    variable: object
+    view: MatrixView
+
+
+def _table_rules(layer):
+    for classes, rules, _ in WEIGHT_TABLE:
+        if isinstance(layer, classes):
+            return rules
+    return None
+
+
+def is_supported_by_default(layer):
+    """Whether `layer`'s weights are known without `weight_name=`."""
+    return _table_rules(layer) is not None
+
+
+def _layer_id(layer):
+    return f"{layer.__class__.__name__} '{layer.name}'"
+
+
+def _variable_names(layer):
+    # Attribute names that hold the layer's variables; a private `_kernel`
+    # behind a public `kernel` property is reported as `kernel`.
+    names = set()
+    for name, value in vars(layer).items():
+        if isinstance(value, keras.Variable):
+            public = name.lstrip("_")
+            names.add(public if hasattr(type(layer), public) else name)
+    return sorted(names)
+
+
+def _get_variable(layer, name):
+    try:
+        value = getattr(layer, name)
+    except AttributeError:
+        value = None
+    if isinstance(value, keras.Variable):
+        return value
+    if value is None:
+        raise ValueError(
+            f"{_layer_id(layer)} has no weight named '{name}'. Received: "
+            f"weight_name={name!r}. Its weight attributes are "
+            f"{_variable_names(layer)}; pass one of them as `weight_name`."
+        )
+    raise ValueError(
+        f"The '{name}' of {_layer_id(layer)} is not a plain Keras variable "
+        f"(got {type(value).__name__}); spectral normalization substitutes a "
+        "variable, so LoRA and quantized kernels are not supported. Disable "
+        "LoRA/quantization or pass the underlying variable's attribute name as "
+        "`weight_name`."
+    )
+
+
+def _normalize_axes(axis, rank, layer, name):
+    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    if any(not -rank <= a < rank for a in axes):
+        raise ValueError(
+            f"`axis` is out of range for the weight '{name}' of "
+            f"{_layer_id(layer)}, which has rank {rank}. Received: axis={axis}. "
+            f"Expected integers in [-{rank}, {rank - 1}] naming the output axes."
+        )
+    if len({a % rank for a in axes}) != len(axes):
+        raise ValueError(
+            f"`axis` names the same kernel axis twice. Received: axis={axis}."
+        )
+    return axes
+
+
+def resolve_weights(layer, weight_name=None, axis=None):
+    """Returns the `NormalizedWeight`s of a built `layer`.
+
+    Args:
+        layer: A built Keras layer.
+        weight_name: `None` (use `WEIGHT_TABLE`), or the attribute name (or
+            a list of names) of the weight(s) to normalize.
+        axis: `None` (use the table, else the last axis), or the kernel
+            axis/axes that index the output. Overrides any block structure.
+
+    Raises:
+        ValueError: when a weight is missing, not a float variable, or not a
+            matrix, or `axis` is out of range. The message says how to fix it.
+    """
+    rules = _table_rules(layer) or {}
+    if weight_name is None:
+        names = list(rules)
+        if not names:
+            kernel = getattr(layer, "kernel", None)
+            if isinstance(kernel, keras.Variable) and len(kernel.shape) >= 2:
+                names = ["kernel"]  # any other layer with a matrix `kernel`
+            else:
+                raise ValueError(
+                    f"SpectralNormalization does not know which weight of "
+                    f"{_layer_id(layer)} to normalize: it is not one of the "
+                    "supported layer types and has no `kernel` of rank >= 2. "
+                    "Opt in by passing `weight_name=` (the weight's attribute "
+                    "name) and, if its output axis is not the last one, "
+                    f"`axis=`. Its weight attributes: {_variable_names(layer)}."
+                )
+    elif isinstance(weight_name, str):
+        names = [weight_name]
+    else:
+        names = list(weight_name)
+
+    resolved = []
+    for name in names:
+        variable = _get_variable(layer, name)
+        shape = tuple(variable.shape)
+        if not keras.backend.is_float_dtype(variable.dtype) or len(shape) == 0:
+            raise ValueError(
+                f"The weight '{name}' of {_layer_id(layer)} is not a float "
+                f"tensor of rank >= 1 (dtype={variable.dtype}, shape={shape}), "
+                "so it has no spectral norm. Pass the name of a matrix weight "
+                "as `weight_name`."
+            )
+        if axis is not None:
+            axes = _normalize_axes(axis, len(shape), layer, name)
+            view = matrix_view(shape, axes)
+        elif name in rules:
+            view = rules[name](layer, shape)
+        else:
+            view = matrix_view(shape, (-1,))
+        resolved.append(NormalizedWeight(name, variable, view))
+    return resolved
