@@ -85,7 +85,7 @@ class SpectralNormalization(keras.layers.Wrapper):
     >>> import keras_sn
     >>> dense = keras.layers.Dense(3, use_bias=False)
     >>> dense.build((None, 3))
-    >>> dense.kernel.assign(4.0 * np.eye(3))
+    >>> _ = dense.kernel.assign(4.0 * np.eye(3))
     >>> layer = keras_sn.SpectralNormalization(dense)
     >>> layer.build((None, 3))
     >>> round(float(layer.sigma), 4)
@@ -179,6 +179,14 @@ class SpectralNormalization(keras.layers.Wrapper):
         self._normalized = ()
 
     def build(self, input_shape=None):
+        # Everything built here (the wrapped layer's variables too) is created
+        # and warmed up eagerly, even when the first call is traced in a
+        # tf.function: the warm-up must read initialized weights, and its
+        # assignments must not become part of the traced function.
+        with _outside_of_traced_functions():
+            self._build_eagerly(input_shape)
+
+    def _build_eagerly(self, input_shape):
         super().build(input_shape)
         # Resolve (and validate) first: on error no state has been created.
         resolved = weights_lib.resolve_weights(
@@ -214,8 +222,7 @@ class SpectralNormalization(keras.layers.Wrapper):
         self.vector_u = normalized[0].vector_u
         self.vector_v = normalized[0].vector_v
         self.built = True  # reestimate() checks it
-        with _outside_of_traced_functions():
-            self.reestimate(self.warmup_iterations)
+        self.reestimate(self.warmup_iterations)
 
     def reestimate(self, iterations=None):
         """Re-estimates the singular vectors from the current weights.
@@ -375,6 +382,12 @@ class SpectralNormalization(keras.layers.Wrapper):
         base_config = super().get_config()
         return {**base_config, **config}
 
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        # The base class pops "layer" from the dict it is given; work on a
+        # copy so the caller's config stays whole.
+        return super().from_config(dict(config), custom_objects=custom_objects)
+
 
 class _NormalizedState:
     """A normalized weight and its singular vector variables.
@@ -396,11 +409,7 @@ def _state_dtype(variable_dtype):
 
 @contextlib.contextmanager
 def _outside_of_traced_functions():
-    """Runs the warm-up eagerly even when `build` is traced in a tf.function.
-
-    Otherwise the warm-up's assignments would become part of the traced
-    function and rerun on every call.
-    """
+    """Lifts `build` out of any tf.function being traced (TF backend)."""
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 

@@ -90,24 +90,22 @@ def _depthwise(layer, shape):
 
 
 def _einsum_dense(layer, shape):
+    # Kernel axes in the output index output units; those also in the input
+    # are independent maps (blocks); the rest are contracted with the input.
+    # (EinsumDense itself rejects kernel axes in neither.)
     inputs, output = layer.equation.replace(" ", "").split("->")
     input_subscripts, kernel_subscripts = inputs.split(",")
-    output_axes, block_axes = [], []
-    for axis, letter in enumerate(kernel_subscripts):
-        in_output, in_input = letter in output, letter in input_subscripts
-        if in_output and in_input:
-            block_axes.append(axis)  # an independent map per index: a block
-        elif in_output:
-            output_axes.append(axis)
-        elif not in_input:
-            raise ValueError(
-                f"Cannot read the kernel of {layer.__class__.__name__} "
-                f"'{layer.name}' as a matrix: kernel axis '{letter}' of equation "
-                f"'{layer.equation}' is in neither the input nor the output. "
-                "Pass `axis=` (the kernel axes that index the output) to "
-                "normalize it as a plain matrix."
-            )
-    return matrix_view(shape, tuple(output_axes), block_axes=tuple(block_axes))
+    output_axes = tuple(
+        axis
+        for axis, letter in enumerate(kernel_subscripts)
+        if letter in output and letter not in input_subscripts
+    )
+    block_axes = tuple(
+        axis
+        for axis, letter in enumerate(kernel_subscripts)
+        if letter in output and letter in input_subscripts
+    )
+    return matrix_view(shape, output_axes, block_axes=block_axes)
 
 
 # (layer classes, {weight attribute: view rule}, what the README says).

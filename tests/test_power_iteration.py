@@ -1,0 +1,138 @@
+"""The pure math: power iteration, sigma and the Lanczos warm-up vs numpy."""
+
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_sn import lanczos
+from keras_sn import power_iteration
+from keras_sn.weights import matrix_view
+from references import reference_sigma
+
+
+def _unit(x):
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def test_known_answer_sigma_of_four_times_identity():
+    matrix = (4.0 * np.eye(3))[None].astype("float32")
+    u = _unit(np.ones((1, 3), "float32"))
+    sigma, u, v = power_iteration.power_iteration_and_sigma(
+        matrix, u, u, iterations=1, epsilon=1e-12
+    )
+    assert float(sigma) == pytest.approx(4.0, rel=1e-6)
+
+
+def test_known_answer_diagonal_matrix_picks_largest_entry():
+    matrix = np.diag([1.0, -7.0, 3.0, 0.5])[None]
+    u = _unit(np.ones((1, 4)))
+    sigma, u, v = power_iteration.power_iteration_and_sigma(
+        matrix, u, u, iterations=100, epsilon=1e-12
+    )
+    assert float(sigma) == pytest.approx(7.0, rel=1e-10)
+    np.testing.assert_allclose(np.abs(np.asarray(u)), [[0, 1, 0, 0]], atol=1e-8)
+
+
+@pytest.mark.parametrize("shape", [(5, 9), (9, 5), (1, 6), (6, 1), (30, 17)])
+def test_power_iteration_one_step_matches_numpy_formula(shape):
+    rng = np.random.default_rng(1)
+    k = rng.standard_normal(shape)  # (d_in, d_out), i.e. M = k.T
+    u0, v0 = _unit(rng.standard_normal((1, shape[1]))), _unit(
+        rng.standard_normal((1, shape[0]))
+    )
+    u, v = power_iteration.power_iteration(k[None], u0, v0, 1, 1e-12)
+    v_ref = _unit(u0 @ k.T)  # v <- normalize(M^T u)
+    u_ref = _unit(v_ref @ k)  # u <- normalize(M v)
+    np.testing.assert_allclose(v, v_ref, rtol=1e-12)
+    np.testing.assert_allclose(u, u_ref, rtol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(5, 9), (9, 5), (40, 13)])
+def test_sigma_converges_to_svd(shape):
+    rng = np.random.default_rng(2)
+    k = rng.standard_normal(shape)
+    u0 = _unit(rng.standard_normal((1, shape[1])))
+    sigma, _, _ = power_iteration.power_iteration_and_sigma(
+        k[None], u0, np.zeros((1, shape[0])), 500, 1e-12
+    )
+    assert float(sigma) == pytest.approx(reference_sigma(k), rel=1e-10)
+
+
+def test_blocks_give_the_largest_block_sigma():
+    rng = np.random.default_rng(3)
+    blocks = rng.standard_normal((4, 6, 3))
+    blocks[2] *= 5.0
+    u0 = _unit(rng.standard_normal((4, 3)))
+    sigma, u, _ = power_iteration.power_iteration_and_sigma(
+        blocks, u0, np.zeros((4, 6)), 300, 1e-12
+    )
+    assert float(sigma) == pytest.approx(
+        max(reference_sigma(b) for b in blocks), rel=1e-10
+    )
+    np.testing.assert_allclose(np.linalg.norm(u, axis=-1), 1.0)
+
+
+def test_zero_matrix_keeps_unit_vectors_and_sigma_zero():
+    u0 = _unit(np.ones((1, 3), "float32"))
+    v0 = _unit(np.ones((1, 4), "float32"))
+    sigma, u, v = power_iteration.power_iteration_and_sigma(
+        np.zeros((1, 4, 3), "float32"), u0, v0, 3, 1e-12
+    )
+    assert float(sigma) == 0.0
+    np.testing.assert_allclose(u, u0)
+    np.testing.assert_allclose(v, v0)
+
+
+def test_l2_normalize_matches_torch_semantics_and_fallback():
+    x = np.array([[3.0, 4.0], [1e-14, 0.0]])
+    out = power_iteration.l2_normalize(x, 1e-12)
+    np.testing.assert_allclose(out, [[0.6, 0.8], [1e-2, 0.0]])  # x/max(|x|,eps)
+    fallback = np.array([[0.0, 1.0], [0.0, 1.0]])
+    out = power_iteration.l2_normalize(x, 1e-12, fallback=fallback)
+    np.testing.assert_allclose(out, [[0.6, 0.8], [0.0, 1.0]])
+
+
+def test_to_matrix_permutes_and_splits_as_described():
+    kernel = np.arange(2 * 3 * 4 * 6, dtype="float32").reshape(2, 3, 4, 6)
+    view = matrix_view(kernel.shape, (-2,))  # transposed-conv layout
+    matrix = np.asarray(power_iteration.to_matrix(kernel, view))
+    np.testing.assert_array_equal(
+        matrix[0], np.moveaxis(kernel, -2, -1).reshape(-1, 4)
+    )
+    split = (2, 3, 4, 2, 3)  # 2 groups of 3 filters
+    view = matrix_view(kernel.shape, (-1,), block_axes=(-2,), split_shape=split)
+    matrix = np.asarray(power_iteration.to_matrix(kernel, view))
+    assert matrix.shape == (2, 24, 3)
+    np.testing.assert_array_equal(matrix[1], kernel[..., 3:].reshape(24, 3))
+
+
+@pytest.mark.parametrize(
+    "shape", [(64, 128), (27, 64), (576, 64), (300, 7), (7, 300), (1, 5)]
+)
+def test_lanczos_warmup_reaches_svd_in_few_steps(shape):
+    rng = np.random.default_rng(4)
+    limit = np.sqrt(6 / sum(shape))  # a Glorot-initialized kernel
+    k = rng.uniform(-limit, limit, shape)
+    u, v = lanczos.top_singular_pair(k, rng.standard_normal(shape[1]), 30)
+    assert np.linalg.norm(u) == pytest.approx(1.0)
+    assert np.linalg.norm(v) == pytest.approx(1.0)
+    assert u @ (k.T @ v) == pytest.approx(reference_sigma(k), rel=1e-8)
+
+
+def test_lanczos_handles_exact_invariant_subspaces_and_zero_matrices():
+    u, v = lanczos.top_singular_pair(4.0 * np.eye(3), np.ones(3), 15)
+    assert u @ (4.0 * np.eye(3) @ v) == pytest.approx(4.0)
+    u0 = np.array([1.0, 2.0, 2.0])
+    u, v = lanczos.top_singular_pair(np.zeros((4, 3)), u0, 15)
+    np.testing.assert_allclose(u, u0 / 3.0)
+    assert np.linalg.norm(v) == pytest.approx(1.0)
+    assert np.all(np.isfinite(u)) and np.all(np.isfinite(v))
+
+
+def test_ops_run_on_backend_tensors():
+    k = ops.convert_to_tensor(np.ones((1, 2, 3), "float32"))
+    u = ops.convert_to_tensor(_unit(np.ones((1, 3), "float32")))
+    sigma = power_iteration.sigma_from_vectors(
+        k, u, ops.convert_to_tensor(_unit(np.ones((1, 2), "float32")))
+    )
+    assert float(sigma) == pytest.approx(np.sqrt(6.0), rel=1e-6)
