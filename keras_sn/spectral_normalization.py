@@ -281,8 +281,27 @@ class SpectralNormalization(keras.layers.Wrapper):
             result = result * value
         return result
 
+    def effective_weights(self):
+        """Dict of weight name to `W / sigma`, the weight inference runs with.
+
+        Computed from the stored vectors and the current weights, without any
+        state change, in the wrapped weight's dtype. `keras_sn` uses it to bake
+        the normalization into plain layers.
+        """
+        self._assert_built("effective_weights()")
+        return {
+            state.weight.name: ops.stop_gradient(value)
+            for state, (_, value) in zip(
+                self._normalized, self._normalized_weights(update=False)
+            )
+        }
+
     def call(self, inputs, training=None):
         update = bool(training) and self.trainable
+        return self._call_with(self._normalized_weights(update), inputs)
+
+    def _normalized_weights(self, update):
+        """`[(variable, W / sigma)]`; with `update`, a power step first."""
         substitutions = []
         for state in self._normalized:
             kernel = self._kernel(state)
@@ -308,7 +327,7 @@ class SpectralNormalization(keras.layers.Wrapper):
             if normalized.dtype != variable.dtype:
                 normalized = ops.cast(normalized, variable.dtype)
             substitutions.append((variable, normalized))
-        return self._call_with(substitutions, inputs)
+        return substitutions
 
     def _call_with(self, substitutions, inputs):
         """Runs the wrapped layer with `substitutions` for its variables."""

@@ -292,3 +292,23 @@ def test_sequential_discriminator_summary_and_call():
     model.summary(print_fn=lines.append)
     assert any("spectral_normalization" in line for line in lines)
     assert model(np.zeros((2, 16, 16, 3)), training=True).shape == (2, 1)
+
+
+def test_effective_weights_are_what_inference_runs_with():
+    layer = _dense(warmup_iterations=1)
+    layer(_x(), training=True)
+    before = _state(layer)
+    effective = layer.effective_weights()
+    assert list(effective) == ["kernel"]
+    kernel = layer.layer.kernel.numpy().astype(np.float64)
+    u = layer.vector_u.numpy().astype(np.float64)[0]
+    v = layer.vector_v.numpy().astype(np.float64)[0]
+    np.testing.assert_allclose(
+        effective["kernel"], kernel / (u @ kernel.T @ v), rtol=1e-6
+    )
+    x = _x()
+    np.testing.assert_allclose(
+        layer(x), x @ effective["kernel"] + layer.layer.bias.numpy(), rtol=1e-5
+    )
+    for old, new in zip(before, _state(layer)):
+        np.testing.assert_array_equal(old, new)
