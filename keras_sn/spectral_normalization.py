@@ -177,6 +177,7 @@ class SpectralNormalization(keras.layers.Wrapper):
         self.warmup_iterations = warmup_iterations
         self.supports_masking = layer.supports_masking
         self._normalized = ()
+        self._scale_inputs = False
 
     def build(self, input_shape=None):
         # Everything built here (the wrapped layer's variables too) is created
@@ -219,6 +220,11 @@ class SpectralNormalization(keras.layers.Wrapper):
             )
             normalized.append(_NormalizedState(weight, vector_u, vector_v))
         self._normalized = tuple(normalized)
+        # Scaling the input instead of the kernel is exact in float32/64; in
+        # float16 1/sigma could overflow, so the kernel is scaled in float32.
+        self._scale_inputs = weights_lib.is_linear_in_input(
+            self.layer, [w.name for w in resolved]
+        ) and self.layer.compute_dtype in ("float32", "float64")
         self.vector_u = normalized[0].vector_u
         self.vector_v = normalized[0].vector_v
         self.built = True  # reestimate() checks it
@@ -275,11 +281,7 @@ class SpectralNormalization(keras.layers.Wrapper):
         For `SeparableConv` (two normalized kernels) it is the product of both,
         the bound on the layer's Lipschitz constant; see `sigmas`.
         """
-        sigmas = list(self.sigmas.values())
-        result = sigmas[0]
-        for value in sigmas[1:]:
-            result = result * value
-        return result
+        return _product(self.sigmas.values())
 
     def effective_weights(self):
         """Dict of weight name to `W / sigma`, the weight inference runs with.
@@ -292,17 +294,27 @@ class SpectralNormalization(keras.layers.Wrapper):
         return {
             state.weight.name: ops.stop_gradient(value)
             for state, (_, value) in zip(
-                self._normalized, self._normalized_weights(update=False)
+                self._normalized, self._substitutions(self._sigmas(False))
             )
         }
 
     def call(self, inputs, training=None):
         update = bool(training) and self.trainable
-        return self._call_with(self._normalized_weights(update), inputs)
+        sigmas = self._sigmas(update)
+        if self._scale_inputs and _is_float_tensor(inputs):
+            # op(x, W / sigma) == op(x / sigma, W) for the table's bilinear
+            # layers: scale the input, never materialize a scaled kernel.
+            dtype = self.layer.compute_dtype
+            scale = _product(
+                ops.reciprocal(ops.maximum(sigma, self.epsilon))
+                for _, _, sigma in sigmas
+            )
+            return self.layer(ops.cast(inputs, dtype) * ops.cast(scale, dtype))
+        return self._call_with(self._substitutions(sigmas), inputs)
 
-    def _normalized_weights(self, update):
-        """`[(variable, W / sigma)]`; with `update`, a power step first."""
-        substitutions = []
+    def _sigmas(self, update):
+        """`[(state, kernel, sigma)]`; with `update`, power steps first."""
+        result = []
         for state in self._normalized:
             kernel = self._kernel(state)
             matrix = power_iteration.to_matrix(kernel, state.weight.view)
@@ -320,6 +332,13 @@ class SpectralNormalization(keras.layers.Wrapper):
                 sigma = power_iteration.sigma_from_vectors(
                     matrix, state.vector_u, state.vector_v
                 )
+            result.append((state, kernel, sigma))
+        return result
+
+    def _substitutions(self, sigmas):
+        """`[(variable, W / sigma)]` in each variable's dtype."""
+        substitutions = []
+        for state, kernel, sigma in sigmas:
             normalized = kernel * ops.reciprocal(
                 ops.maximum(sigma, self.epsilon)
             )
@@ -419,6 +438,18 @@ class _NormalizedState:
         self.weight = weight
         self.vector_u = vector_u
         self.vector_v = vector_v
+
+
+def _is_float_tensor(x):
+    dtype = getattr(x, "dtype", None)
+    return dtype is not None and keras.backend.is_float_dtype(dtype)
+
+
+def _product(values):
+    result = None
+    for value in values:
+        result = value if result is None else result * value
+    return result
 
 
 def _state_dtype(variable_dtype):

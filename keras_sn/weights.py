@@ -10,6 +10,7 @@ Layers not in the table are opted in with `weight_name=` (and `axis=` where the
 output axis is not the last one).
 """
 
+import collections
 import dataclasses
 import math
 
@@ -108,48 +109,67 @@ def _einsum_dense(layer, shape):
     return matrix_view(shape, output_axes, block_axes=block_axes)
 
 
-# (layer classes, {weight attribute: view rule}, what the README says).
+TableRow = collections.namedtuple(
+    "TableRow", ["classes", "rules", "linear_in_input", "description"]
+)
+TableRow.__doc__ = """A row of `WEIGHT_TABLE`.
+
+Attributes:
+    classes: The layer classes the row applies to.
+    rules: Dict of weight attribute name to a `(layer, shape) -> MatrixView`.
+    linear_in_input: Whether the layer is `op(x, W) + b` with `op` bilinear, so
+        that running it on `x / sigma` equals running it with `W / sigma`.
+    description: What the README's table says.
+"""
+
 # Order matters: the first row whose classes match the layer is used.
 WEIGHT_TABLE = (
-    (
+    TableRow(
         (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D),
         {"depthwise_kernel": _depthwise, "pointwise_kernel": _last_axis_is_output},
+        True,
         "both kernels, each with its own u: depthwise block-diagonal over "
         "input channels, pointwise output axis -1",
     ),
-    (
+    TableRow(
         (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D),
         {"kernel": _depthwise},
+        True,
         "`kernel`, block-diagonal over input channels",
     ),
-    (
+    TableRow(
         (
             keras.layers.Conv1DTranspose,
             keras.layers.Conv2DTranspose,
             keras.layers.Conv3DTranspose,
         ),
         {"kernel": _transposed_conv},
+        True,
         "`kernel`, output channels are axis -2",
     ),
-    (
+    TableRow(
         (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D),
         {"kernel": _conv},
+        True,
         "`kernel`, output axis -1; with `groups > 1` block-diagonal over groups",
     ),
-    (
+    TableRow(
         (keras.layers.Dense,),
         {"kernel": _last_axis_is_output},
+        True,
         "`kernel`, output axis -1",
     ),
-    (
+    TableRow(
         (keras.layers.EinsumDense,),
         {"kernel": _einsum_dense},
+        True,
         "`kernel`, output axes = kernel axes in the equation's output; axes "
         "also in the input are blocks",
     ),
-    (
+    TableRow(
         (keras.layers.Embedding,),
         {"embeddings": _last_axis_is_output},
+        False,  # integer ids: the lookup is not a product with the input
         "`embeddings`, output axis -1 (the embedding dimension)",
     ),
 )
@@ -164,16 +184,39 @@ class NormalizedWeight:
     view: MatrixView
 
 
-def _table_rules(layer):
-    for classes, rules, _ in WEIGHT_TABLE:
-        if isinstance(layer, classes):
-            return rules
+def _table_row(layer):
+    for row in WEIGHT_TABLE:
+        if isinstance(layer, row.classes):
+            return row
     return None
+
+
+def _table_rules(layer):
+    row = _table_row(layer)
+    return row.rules if row else None
 
 
 def is_supported_by_default(layer):
     """Whether `layer`'s weights are known without `weight_name=`."""
-    return _table_rules(layer) is not None
+    return _table_row(layer) is not None
+
+
+def is_linear_in_input(layer, weight_names):
+    """Whether dividing `layer`'s input by sigma equals normalizing its weights.
+
+    True for the table's bilinear layers (their exact classes: a subclass may
+    transform its input first) when only their table weights are normalized.
+    The wrapper then scales the (small) input instead of writing a scaled copy
+    of the (large) kernel, which saves a pass over the kernel in the forward
+    pass and two in the backward pass.
+    """
+    row = _table_row(layer)
+    return bool(
+        row
+        and row.linear_in_input
+        and type(layer) in row.classes
+        and set(weight_names) <= set(row.rules)
+    )
 
 
 def _layer_id(layer):

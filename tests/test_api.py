@@ -20,8 +20,8 @@ def test_version_is_pep440():
 def test_weight_table_covers_the_documented_layer_types():
     import keras
 
-    covered = {cls for classes, _, _ in keras_sn.weights.WEIGHT_TABLE
-               for cls in classes}
+    covered = {cls for row in keras_sn.weights.WEIGHT_TABLE
+               for cls in row.classes}
     for name in ["Dense", "EinsumDense", "Conv1D", "Conv2D", "Conv3D",
                  "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose",
                  "DepthwiseConv1D", "DepthwiseConv2D", "SeparableConv1D",

@@ -137,3 +137,30 @@ def test_training_gradient_equals_closed_form_of_eq_12():
     np.testing.assert_allclose(analytic, expected, rtol=1e-9, atol=1e-12)
     # ... and it differs from the gradient that ignores sigma (the built-in's).
     assert not np.allclose(analytic, g / sigma, rtol=1e-3)
+
+
+class _MatrixLayer(keras.layers.Layer):
+    """A custom layer: opts in with `weight_name`, so the kernel is replaced."""
+
+    def build(self, input_shape):
+        self.w = self.add_weight(shape=(3, input_shape[-1]), name="w")
+
+    def call(self, x):
+        return keras.ops.tanh(x) @ keras.ops.transpose(self.w)
+
+
+def test_substituted_weight_gradient_matches_finite_differences_of_true_sn():
+    layer = _float64_wrapper(
+        _MatrixLayer(dtype="float64"), (4, 5), weight_name="w", axis=0,
+        power_iterations=50,
+    )
+    rng = np.random.default_rng(4)
+    x, r = rng.standard_normal((4, 5)), rng.standard_normal((4, 3))
+
+    def loss_at(w):
+        w_sn = w / reference_sigma(w)
+        return float(np.sum(np.sin(np.tanh(x) @ w_sn.T) * r))
+
+    numeric = _central_differences(loss_at, layer.layer.w.numpy().copy())
+    analytic = _tape_gradient(layer, x, r, training=True)
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8)

@@ -312,3 +312,19 @@ def test_effective_weights_are_what_inference_runs_with():
     )
     for old, new in zip(before, _state(layer)):
         np.testing.assert_array_equal(old, new)
+
+
+class _SquaredDense(keras.layers.Dense):
+    """Not linear in its input: the wrapper must not scale the input."""
+
+    def call(self, inputs):
+        return super().call(inputs * inputs)
+
+
+def test_dense_subclass_that_transforms_its_input_is_still_exact():
+    layer = keras_sn.SpectralNormalization(_SquaredDense(3), warmup_iterations=60)
+    x = _x((4, 5))
+    y = np.asarray(layer(x, training=True), np.float64)
+    k = layer.layer.kernel.numpy().astype(np.float64)
+    expected = (x.astype(np.float64) ** 2) @ (k / reference_sigma(k))
+    np.testing.assert_allclose(y, expected + layer.layer.bias.numpy(), rtol=1e-4)
