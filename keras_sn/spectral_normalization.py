@@ -1,6 +1,7 @@
 """The `SpectralNormalization` wrapper layer."""
 
 import contextlib
+import math
 import numbers
 
 import keras
@@ -301,9 +302,10 @@ class SpectralNormalization(keras.layers.Wrapper):
     def call(self, inputs, training=None):
         update = bool(training) and self.trainable
         sigmas = self._sigmas(update)
-        if self._scale_inputs and _is_float_tensor(inputs):
+        if self._scale_inputs and self._input_is_smaller(inputs):
             # op(x, W / sigma) == op(x / sigma, W) for the table's bilinear
-            # layers: scale the input, never materialize a scaled kernel.
+            # layers: scaling the batch of inputs (and its gradient) touches
+            # fewer numbers than scaling the kernel when the kernel is larger.
             dtype = self.layer.compute_dtype
             scale = _product(
                 ops.reciprocal(ops.maximum(sigma, self.epsilon))
@@ -311,6 +313,27 @@ class SpectralNormalization(keras.layers.Wrapper):
             )
             return self.layer(ops.cast(inputs, dtype) * ops.cast(scale, dtype))
         return self._call_with(self._substitutions(sigmas), inputs)
+
+    def _input_is_smaller(self, inputs):
+        """Whether the batch of `inputs` has fewer elements than the kernels.
+
+        Decided on static shapes while tracing; an unknown batch size counts
+        as 8, so a first layer (small kernel, large image) scales its kernel
+        and does not make the input gradient necessary.
+        """
+        shape = getattr(inputs, "shape", None)
+        dtype = getattr(inputs, "dtype", None)
+        if shape is None or dtype is None or not keras.backend.is_float_dtype(
+            dtype
+        ):
+            return False
+        if any(dim is None for dim in shape[1:]):
+            return False
+        batch = shape[0] if shape and shape[0] is not None else 8
+        size = batch * math.prod(shape[1:])
+        return size < sum(
+            math.prod(s.weight.view.kernel_shape) for s in self._normalized
+        )
 
     def _sigmas(self, update):
         """`[(state, kernel, sigma)]`; with `update`, power steps first."""
@@ -438,11 +461,6 @@ class _NormalizedState:
         self.weight = weight
         self.vector_u = vector_u
         self.vector_v = vector_v
-
-
-def _is_float_tensor(x):
-    dtype = getattr(x, "dtype", None)
-    return dtype is not None and keras.backend.is_float_dtype(dtype)
 
 
 def _product(values):

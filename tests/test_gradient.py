@@ -70,9 +70,15 @@ def test_inference_gradient_matches_finite_differences_for_fixed_u_v():
     ],
     ids=["dense", "conv2d", "conv2d_transpose"],
 )
+@pytest.mark.parametrize("scale_input", [True, False],
+                         ids=["scale_input", "scale_kernel"])
 def test_training_gradient_matches_finite_differences_of_true_sn(
-    make, input_shape, output_axis
+    make, input_shape, output_axis, scale_input, monkeypatch
 ):
+    monkeypatch.setattr(
+        keras_sn.SpectralNormalization, "_input_is_smaller",
+        lambda *_: scale_input,
+    )
     # Reference: L(layer run with K / sigma_SVD(K)), sigma from numpy SVD, so
     # it checks both the axis convention and the gradient through sigma.
     layer = _float64_wrapper(make(), input_shape, power_iterations=50)

@@ -73,8 +73,20 @@ def test_sigma_matches_numpy_svd_after_warmup(case):
         assert abs(got - expected) / expected < 1e-4, (name, got, expected)
 
 
+@pytest.fixture(params=["scale_input", "scale_kernel"])
+def path(request, monkeypatch):
+    """Runs a test with each of the wrapper's two equivalent call paths."""
+    force = request.param == "scale_input"
+    monkeypatch.setattr(
+        keras_sn.SpectralNormalization, "_input_is_smaller", lambda *_: force
+    )
+    return request.param
+
+
 @pytest.mark.parametrize("case", LAYER_CASES, ids=LAYER_CASE_IDS)
-def test_training_output_equals_layer_run_with_svd_normalized_weights(case):
+def test_training_output_equals_layer_run_with_svd_normalized_weights(
+    case, path
+):
     layer = _wrapped(case, warmup_iterations=60)
     x = case.inputs()
     y = np.asarray(layer(x, training=True))
