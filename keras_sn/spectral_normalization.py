@@ -269,7 +269,7 @@ class SpectralNormalization(keras.layers.Wrapper):
         return {
             state.weight.name: ops.stop_gradient(
                 power_iteration.sigma_from_vectors(
-                    self._matrix(state), state.vector_u, state.vector_v
+                    self._matrix(state), *state.read()
                 )
             )
             for state in self._normalized
@@ -344,8 +344,7 @@ class SpectralNormalization(keras.layers.Wrapper):
             if update:
                 sigma, u, v = power_iteration.power_iteration_and_sigma(
                     matrix,
-                    state.vector_u,
-                    state.vector_v,
+                    *state.read(),
                     self.power_iterations,
                     self.epsilon,
                 )
@@ -353,7 +352,7 @@ class SpectralNormalization(keras.layers.Wrapper):
                 state.vector_v.assign(v)
             else:
                 sigma = power_iteration.sigma_from_vectors(
-                    matrix, state.vector_u, state.vector_v
+                    matrix, *state.read()
                 )
             result.append((state, kernel, sigma))
         return result
@@ -461,6 +460,13 @@ class _NormalizedState:
         self.weight = weight
         self.vector_u = vector_u
         self.vector_v = vector_v
+
+    def read(self):
+        """The current `(u, v)` as tensors (JAX ops do not take variables)."""
+        return (
+            ops.convert_to_tensor(self.vector_u),
+            ops.convert_to_tensor(self.vector_v),
+        )
 
 
 def _product(values):
