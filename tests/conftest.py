@@ -6,20 +6,26 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
-# MirroredStrategy tests need two devices; logical devices must be configured
-# before TensorFlow initializes its runtime, i.e. before any test runs.
-_cpus = tf.config.list_physical_devices("CPU")
-try:
-    tf.config.set_logical_device_configuration(
-        _cpus[0],
-        [tf.config.LogicalDeviceConfiguration()] * 2,
-    )
-except RuntimeError:  # already initialized by an earlier import
-    pass
+if keras.backend.backend() == "tensorflow":
+    import tensorflow as tf
+
+    # MirroredStrategy tests need two devices; logical devices must be
+    # configured before TensorFlow initializes its runtime.
+    _cpus = tf.config.list_physical_devices("CPU")
+    try:
+        tf.config.set_logical_device_configuration(
+            _cpus[0],
+            [tf.config.LogicalDeviceConfiguration()] * 2,
+        )
+    except RuntimeError:  # already initialized by an earlier import
+        pass
+elif keras.backend.backend() == "jax":
+    import jax
+
+    # The float64 references (finite differences, float64 layers) need it.
+    jax.config.update("jax_enable_x64", True)
 
 
 @pytest.fixture(autouse=True)

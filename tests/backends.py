@@ -1,0 +1,41 @@
+"""What differs between the Keras backends, for the tests."""
+
+import keras
+import numpy as np
+import pytest
+
+BACKEND = keras.backend.backend()
+
+tensorflow_only = pytest.mark.skipif(
+    BACKEND != "tensorflow",
+    reason="TensorFlow-only feature (tf.function, tf.distribute or SavedModel)",
+)
+
+
+def to_numpy(x):
+    return np.asarray(keras.ops.convert_to_numpy(x))
+
+
+def gradients(loss_fn, variables):
+    """Gradients of `loss_fn()` w.r.t. Keras `variables`, on any backend."""
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            loss = loss_fn()
+        return [to_numpy(g) for g in tape.gradient(loss, variables)]
+    if BACKEND == "jax":
+        import jax
+
+        def loss_of(values):
+            with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+                return loss_fn()
+
+        grads = jax.grad(loss_of)([v.value for v in variables])
+        return [to_numpy(g) for g in grads]
+    if BACKEND == "torch":
+        for variable in variables:
+            variable.value.grad = None
+        loss_fn().backward()
+        return [to_numpy(v.value.grad) for v in variables]
+    raise NotImplementedError(BACKEND)
