@@ -13,7 +13,10 @@ tensorflow_only = pytest.mark.skipif(
 
 
 def to_numpy(x):
-    return np.asarray(keras.ops.convert_to_numpy(x))
+    """A numpy copy of a tensor or variable of any backend."""
+    if isinstance(x, keras.Variable):
+        x = x.value
+    return np.array(keras.ops.convert_to_numpy(x))
 
 
 def gradients(loss_fn, variables):

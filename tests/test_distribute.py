@@ -6,6 +6,9 @@ import pytest
 import tensorflow as tf
 
 import keras_sn
+from backends import tensorflow_only
+
+pytestmark = tensorflow_only
 
 
 def _model():

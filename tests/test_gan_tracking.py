@@ -6,8 +6,11 @@ import pytest
 import tensorflow as tf
 
 import keras_sn
+from backends import tensorflow_only
 from references import output_axis_matrix
 from references import reference_sigma
+
+pytestmark = tensorflow_only
 
 
 def _discriminator():

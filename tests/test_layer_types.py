@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import keras_sn
+from backends import to_numpy
 from references import LAYER_CASE_IDS
 from references import LAYER_CASES
 from references import copy_with_weights
@@ -51,14 +52,16 @@ def test_block_diagonal_reference_kernels_reproduce_the_layer(make, dense_kernel
     channels = 6 if getattr(layer, "groups", 1) == 3 else 4
     shape = (2,) + (7,) * rank + (channels,)
     x = np.random.default_rng(0).standard_normal(shape).astype("float32")
-    y = np.asarray(layer(x))
-    kernel = dense_kernel(np.asarray(layer.kernel))
+    y = to_numpy(layer(x))
+    kernel = dense_kernel(to_numpy(layer.kernel))
     conv = (keras.layers.Conv1D if rank == 1 else keras.layers.Conv2D)(
         kernel.shape[-1], kernel.shape[:-2], use_bias=False
     )
     conv.build(shape)
     conv.kernel.assign(kernel.astype("float32"))
-    np.testing.assert_allclose(y - np.asarray(layer.bias), conv(x), atol=1e-5)
+    np.testing.assert_allclose(
+        y - to_numpy(layer.bias), to_numpy(conv(x)), atol=1e-5
+    )
 
 
 @pytest.mark.parametrize("case", LAYER_CASES, ids=LAYER_CASE_IDS)
@@ -89,7 +92,7 @@ def test_training_output_equals_layer_run_with_svd_normalized_weights(
 ):
     layer = _wrapped(case, warmup_iterations=60)
     x = case.inputs()
-    y = np.asarray(layer(x, training=True))
+    y = to_numpy(layer(x, training=True))
     weights = dict(zip(
         [w.path.split("/")[-1] for w in layer.layer.weights],
         _inner_weights(layer),
@@ -101,14 +104,14 @@ def test_training_output_equals_layer_run_with_svd_normalized_weights(
         [weights[w.path.split("/")[-1]] for w in layer.layer.weights],
         case.input_shape,
     )
-    np.testing.assert_allclose(y, reference(x), rtol=2e-4, atol=2e-5)
+    np.testing.assert_allclose(y, to_numpy(reference(x)), rtol=2e-4, atol=2e-5)
 
 
 @pytest.mark.parametrize("case", LAYER_CASES, ids=LAYER_CASE_IDS)
 def test_effective_weight_has_unit_sigma_after_default_warmup(case):
     layer = _wrapped(case)  # warmup_iterations=15
     for name, sigma in layer.sigmas.items():
-        kernel = np.asarray(getattr(layer.layer, name), np.float64)
+        kernel = to_numpy(getattr(layer.layer, name)).astype(np.float64)
         effective = kernel / float(sigma)
         twin = copy_with_weights(
             layer.layer, _inner_weights(layer), case.input_shape
@@ -138,5 +141,5 @@ def test_wrapped_weights_bit_identical_and_u_unit_norm(case):
     for old, new in zip(before, _inner_weights(layer)):
         np.testing.assert_array_equal(old, new)
     for variable in layer.non_trainable_weights:
-        norms = np.linalg.norm(np.asarray(variable), axis=-1)
+        norms = np.linalg.norm(to_numpy(variable), axis=-1)
         np.testing.assert_allclose(norms, 1.0, rtol=1e-6)
