@@ -38,6 +38,7 @@ def l2_normalize(x, epsilon, fallback=None):
     the row of `fallback` is returned instead, so a stored singular vector never
     collapses to zero and the iteration can resume once the kernel is non-zero.
     """
+    x = ops.convert_to_tensor(x)
     squared_norm = ops.sum(ops.square(x), axis=-1, keepdims=True)
     floor = epsilon * epsilon
     normalized = x * ops.rsqrt(ops.maximum(squared_norm, floor))
@@ -80,9 +81,8 @@ def _compiled_by_xla():
 
 def right_vector(matrix, u, v, epsilon):
     """Half a power step without gradient: ``normalize(Mᵀu)``, else `v`."""
-    return l2_normalize(
-        _matvec_in(ops.stop_gradient(matrix), u), epsilon, fallback=v
-    )
+    matrix = ops.stop_gradient(ops.convert_to_tensor(matrix))
+    return l2_normalize(_matvec_in(matrix, u), epsilon, fallback=v)
 
 
 def power_iteration(matrix, u, v, iterations, epsilon):
@@ -100,7 +100,7 @@ def power_iteration(matrix, u, v, iterations, epsilon):
     Returns:
         The new `(u, v)`.
     """
-    matrix = ops.stop_gradient(matrix)
+    matrix = ops.stop_gradient(ops.convert_to_tensor(matrix))
     for _ in range(iterations):
         v = l2_normalize(_matvec_in(matrix, u), epsilon, fallback=v)
         u = l2_normalize(_matvec_out(matrix, v), epsilon, fallback=u)
@@ -120,6 +120,7 @@ def power_iteration_and_sigma(matrix, u, v, iterations, epsilon):
         of a block-diagonal operator is that of its largest block).
         `u`, `v`: the new singular vector estimates, without gradient.
     """
+    matrix = ops.convert_to_tensor(matrix)
     u, v = power_iteration(matrix, u, v, iterations - 1, epsilon)
     v = ops.stop_gradient(right_vector(matrix, u, v, epsilon))
     mv = _matvec_out(matrix, v)  # gradient flows into `matrix` here only

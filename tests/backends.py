@@ -42,3 +42,21 @@ def gradients(loss_fn, variables):
         loss_fn().backward()
         return [to_numpy(v.value.grad) for v in variables]
     raise NotImplementedError(BACKEND)
+
+
+# Keras' torch backend promotes float64 operands to float32 in its ops
+# (`keras.backend.result_type` maps 64-bit dtypes to 32-bit outside
+# TensorFlow; JAX keeps them once `jax_enable_x64` is on, see conftest).
+FLOAT64_IS_EXACT = BACKEND != "torch"
+
+float64_only = pytest.mark.skipif(
+    not FLOAT64_IS_EXACT,
+    reason="needs float64 arithmetic; Keras' torch backend computes float64 "
+    "ops in float32 (keras.backend.result_type), so float64 finite "
+    "differences are meaningless there; the backend parity test covers it",
+)
+
+
+def float64_rtol(exact):
+    """`exact` where float64 is computed in float64, else a float32 tolerance."""
+    return exact if FLOAT64_IS_EXACT else max(exact, 2e-5)

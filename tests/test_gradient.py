@@ -10,9 +10,13 @@ import pytest
 from keras import ops
 
 import keras_sn
+from backends import float64_only
 from backends import gradients
+from backends import to_numpy
 from references import output_axis_matrix
 from references import reference_sigma
+
+pytestmark = float64_only  # finite differences need float64
 
 
 def _float64_wrapper(inner, input_shape, **options):
@@ -25,6 +29,9 @@ def _float64_wrapper(inner, input_shape, **options):
 def _loss(outputs, weights):
     # A polynomial: exact in float64 on every backend (Keras' JAX `sin`
     # computes float64 inputs in float32, which would swamp the differences).
+    weights = ops.convert_to_tensor(
+        weights, dtype=keras.backend.standardize_dtype(outputs.dtype)
+    )
     return ops.sum((outputs + outputs * outputs * outputs / 3.0) * weights)
 
 
@@ -50,7 +57,7 @@ def test_inference_gradient_matches_finite_differences_for_fixed_u_v():
     )
     rng = np.random.default_rng(0)
     x, r = rng.standard_normal((5, 4)), rng.standard_normal((5, 3))
-    kernel = layer.layer.kernel.numpy().copy()
+    kernel = to_numpy(layer.layer.kernel)
 
     def loss_at(k):
         layer.layer.kernel.assign(k)
@@ -87,7 +94,7 @@ def test_training_gradient_matches_finite_differences_of_true_sn(
     rng = np.random.default_rng(1)
     x = rng.standard_normal(input_shape)
     r = rng.standard_normal(layer.compute_output_shape(input_shape))
-    kernel = layer.layer.kernel.numpy().copy()
+    kernel = to_numpy(layer.layer.kernel)
     plain = make()
     plain.build(input_shape)
     plain.set_weights(layer.layer.get_weights())
@@ -105,7 +112,7 @@ def test_training_gradient_matches_finite_differences_of_true_sn(
 def test_grouped_conv_gradient_flows_only_through_the_largest_block():
     inner = keras.layers.Conv1D(4, 2, groups=2, use_bias=False, dtype="float64")
     layer = _float64_wrapper(inner, (2, 5, 4), power_iterations=50)
-    kernel = layer.layer.kernel.numpy().copy()
+    kernel = to_numpy(layer.layer.kernel)
     kernel[..., 2:] *= 3.0  # the second group has the larger sigma
     layer.layer.kernel.assign(kernel)
     layer.reestimate(60)
@@ -133,11 +140,11 @@ def test_training_gradient_equals_closed_form_of_eq_12():
     )
     rng = np.random.default_rng(3)
     x, r = rng.standard_normal((7, 6)), rng.standard_normal((7, 4))
-    k = layer.layer.kernel.numpy().copy()
+    k = to_numpy(layer.layer.kernel)
     left, singular, right = np.linalg.svd(k.T)  # M = Kᵀ = sigma u vᵀ + ...
     sigma, u, v = singular[0], left[:, 0], right[0]
     k_sn = k / sigma
-    y = x @ k_sn + layer.layer.bias.numpy()
+    y = x @ k_sn + to_numpy(layer.layer.bias)
     g = x.T @ ((1.0 + y ** 2) * r)  # dL/dK_SN for L = sum((y + y³/3) * r)
     lam = np.sum(g * k_sn)  # the paper's lambda
     expected = (g - lam * np.outer(v, u)) / sigma
@@ -170,6 +177,6 @@ def test_substituted_weight_gradient_matches_finite_differences_of_true_sn():
         y = np.tanh(x) @ w_sn.T
         return float(np.sum((y + y ** 3 / 3.0) * r))
 
-    numeric = _central_differences(loss_at, layer.layer.w.numpy().copy())
+    numeric = _central_differences(loss_at, to_numpy(layer.layer.w))
     analytic = _tape_gradient(layer, x, r, training=True)
     np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8)
