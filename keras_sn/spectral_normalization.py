@@ -5,6 +5,7 @@ import math
 import numbers
 
 import keras
+import numpy as np
 from keras import ops
 
 # Keras exports `StatelessScope` but not the getter for the scope in effect,
@@ -154,12 +155,14 @@ class SpectralNormalization(keras.layers.Wrapper):
         if (
             not isinstance(epsilon, numbers.Real)
             or isinstance(epsilon, bool)
-            or not epsilon > 0
-            or epsilon != epsilon
+            or not _EPSILON_MIN <= epsilon <= _EPSILON_MAX  # also NaN
         ):
             raise ValueError(
                 "`epsilon` must be a positive float, the floor of the norms "
-                f"and of sigma (default 1e-12). Received: epsilon={epsilon!r}"
+                "and of sigma (default 1e-12), that float32 holds as a normal "
+                f"number ({_EPSILON_MIN:.3g} to {_EPSILON_MAX:.3g}): below, "
+                "1/epsilon overflows and an all-zero weight gives NaN. "
+                f"Received: epsilon={epsilon!r}"
             )
         axis = _check_axis(axis)
         weight_name = _check_weight_name(weight_name)
@@ -172,11 +175,13 @@ class SpectralNormalization(keras.layers.Wrapper):
         # wrapped layer autocasts (to its compute dtype) when it runs.
         kwargs["autocast"] = False
         super().__init__(layer, **kwargs)
-        self.power_iterations = power_iterations
+        # Python scalars, so that `get_config()` is JSON-serializable when
+        # numpy integers were passed.
+        self.power_iterations = int(power_iterations)
         self.epsilon = float(epsilon)
         self.axis = axis
         self.weight_name = weight_name
-        self.warmup_iterations = warmup_iterations
+        self.warmup_iterations = int(warmup_iterations)
         self.supports_masking = layer.supports_masking
         self._normalized = ()
         self._scale_inputs = False
@@ -475,6 +480,13 @@ def _product(values):
     for value in values:
         result = value if result is None else result * value
     return result
+
+
+# sigma is floored at epsilon in float32 and the layer divides by it: 1/epsilon
+# must be finite there (a subnormal epsilon gives 0 * inf = NaN for an
+# all-zero weight), and epsilon itself must not round to inf.
+_EPSILON_MIN = float(np.finfo(np.float32).tiny)
+_EPSILON_MAX = float(np.finfo(np.float32).max)
 
 
 def _state_dtype(variable_dtype):
