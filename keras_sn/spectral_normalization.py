@@ -512,9 +512,11 @@ def _check_int(name, value, minimum):
         or isinstance(value, bool)
         or value < minimum
     ):
-        expected = "a positive" if minimum == 1 else f"an integer >= {minimum}"
+        expected = (
+            "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        )
         raise ValueError(
-            f"`{name}` must be {expected} integer. Received: {name}={value!r}"
+            f"`{name}` must be {expected}. Received: {name}={value!r}"
         )
 
 
