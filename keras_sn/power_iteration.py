@@ -130,6 +130,7 @@ def power_iteration_and_sigma(matrix, u, v, iterations, epsilon):
 
 def sigma_from_vectors(matrix, u, v):
     """``uᵀ M v`` (largest over blocks) from given vectors, no iteration."""
+    matrix, u, v = (ops.convert_to_tensor(t) for t in (matrix, u, v))
     return _largest(ops.sum(u * _matvec_out(matrix, v), axis=-1))
 
 

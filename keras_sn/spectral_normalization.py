@@ -548,10 +548,11 @@ def _check_weight_name(weight_name):
         isinstance(weight_name, (list, tuple))
         and weight_name
         and all(isinstance(n, str) and n for n in weight_name)
+        and len(set(weight_name)) == len(weight_name)
     ):
         return list(weight_name)
     raise ValueError(
         "`weight_name` must be None, the attribute name of a weight of the "
-        "wrapped layer (e.g. 'kernel') or a list of such names. "
+        "wrapped layer (e.g. 'kernel') or a list of distinct such names. "
         f"Received: weight_name={weight_name!r}"
     )

@@ -73,7 +73,7 @@ def test_axis_naming_the_same_axis_twice():
         SpectralNormalization(_built_dense(), axis=(1, -1))
 
 
-@pytest.mark.parametrize("name", [5, "", [], ["kernel", 3]])
+@pytest.mark.parametrize("name", [5, "", [], ["kernel", 3], ["kernel", "kernel"]])
 def test_weight_name_of_wrong_type(name):
     with pytest.raises(ValueError, match=r"`weight_name` must be None.*Received: weight_name="):
         SpectralNormalization(keras.layers.Dense(3), weight_name=name)
