@@ -14,6 +14,7 @@ from keras import ops
 from keras.src.backend import get_stateless_scope
 
 from keras_sn import lanczos
+from keras_sn import operator_norm
 from keras_sn import power_iteration
 from keras_sn import weights as weights_lib
 
@@ -60,6 +61,25 @@ class SpectralNormalization(keras.layers.Wrapper):
             bring sigma within about 1e-3 (often 1e-6) of the true value in
             15 steps where power iteration is still 1-2% low; see
             `reestimate()`.
+        target_norm: Positive float, the spectral norm the weight is scaled
+            to: the layer runs with `W * target_norm / sigma` (i-ResNet's
+            coefficient, TF Model Garden's norm multiplier). Or `"initial"`:
+            the sigma estimate of the weight when the wrapper is built (or
+            re-estimated) is captured as saved state (`initial_sigma`) and
+            used as the target, so a pretrained layer keeps its spectral norm
+            (with `shrink_only`, it can never grow past it).
+        shrink_only: Bool. If `True`, the weight is scaled by
+            `min(1, target_norm / sigma)`: left as it is while its sigma is
+            at most the target, scaled down to the target above it.
+        method: `"reshape"` (default, the paper's): sigma of the weight read
+            as a matrix. `"operator"` (convolutions): sigma of the
+            convolution itself, the linear map from input to output feature
+            maps at the input's spatial size when the layer is built (with
+            its strides, padding and dilation); the reshaped sigma
+            underestimates it, typically by 1.2-3x. The power iteration then
+            runs through the convolution and its transpose, and `vector_u` /
+            `vector_v` are output / input feature maps. See
+            `keras_sn.operator_norm`.
         **kwargs: Base layer keyword arguments, e.g. `name`. The `dtype`
             defaults to the wrapped layer's dtype policy.
 
@@ -124,7 +144,12 @@ class SpectralNormalization(keras.layers.Wrapper):
     float64 layers). They are set by the warm-up when the wrapper is built,
     replaced on every training call, and never touched in inference.
     `SeparableConv` has a second pair, `pointwise_kernel_vector_u` and
-    `pointwise_kernel_vector_v`. All of them are saved with the model.
+    `pointwise_kernel_vector_v`. With `method="operator"` they are feature
+    maps: `vector_u` of shape `(1, *output_shape)`, `vector_v` of
+    `(1, *input_shape)` (per sample, at the build input size). With
+    `target_norm="initial"` a scalar `initial_sigma` per normalized weight
+    holds the captured target; it is set by the warm-up and `reestimate()`
+    only. All of them are saved with the model.
     """
 
     def __init__(
@@ -135,6 +160,9 @@ class SpectralNormalization(keras.layers.Wrapper):
         axis=None,
         weight_name=None,
         warmup_iterations=15,
+        target_norm=1.0,
+        shrink_only=False,
+        method="reshape",
         **kwargs,
     ):
         # Validate everything before the base class records anything.
@@ -166,6 +194,14 @@ class SpectralNormalization(keras.layers.Wrapper):
             )
         axis = _check_axis(axis)
         weight_name = _check_weight_name(weight_name)
+        target_norm = _check_target_norm(target_norm)
+        if not isinstance(shrink_only, bool):
+            raise ValueError(
+                "`shrink_only` must be a bool: True scales the weight by "
+                "min(1, target_norm / sigma), False by target_norm / sigma. "
+                f"Received: shrink_only={shrink_only!r}"
+            )
+        _check_method(method, layer, axis, weight_name)
         if layer.built:
             # Missing weights and bad axes are found now, not at first call.
             weights_lib.resolve_weights(layer, weight_name, axis)
@@ -182,6 +218,9 @@ class SpectralNormalization(keras.layers.Wrapper):
         self.axis = axis
         self.weight_name = weight_name
         self.warmup_iterations = int(warmup_iterations)
+        self.target_norm = target_norm
+        self.shrink_only = shrink_only
+        self.method = method
         self.supports_masking = layer.supports_masking
         self._normalized = ()
         self._scale_inputs = False
@@ -200,14 +239,25 @@ class SpectralNormalization(keras.layers.Wrapper):
         resolved = weights_lib.resolve_weights(
             self.layer, self.weight_name, self.axis
         )
+        operator = None
+        if self.method == "operator":
+            # The conv's linear map at this input size; the state holds
+            # output (u) and input (v) feature maps of batch size 1.
+            operator = operator_norm.conv_operator(self.layer, input_shape)
         normalized = []
         for index, weight in enumerate(resolved):
             prefix = "" if index == 0 else f"{weight.name}_"
             dtype = _state_dtype(weight.variable.dtype)
             view = weight.view
+            if operator is None:
+                u_shape = (view.blocks, view.d_out)
+                v_shape = (view.blocks, view.d_in)
+            else:
+                u_shape = (1,) + operator.output_shape
+                v_shape = (1,) + operator.input_shape
             vector_u = self.add_weight(
                 name=f"{prefix}vector_u",
-                shape=(view.blocks, view.d_out),
+                shape=u_shape,
                 initializer="zeros",
                 dtype=dtype,
                 trainable=False,
@@ -218,14 +268,29 @@ class SpectralNormalization(keras.layers.Wrapper):
             )
             vector_v = self.add_weight(
                 name=f"{prefix}vector_v",
-                shape=(view.blocks, view.d_in),
+                shape=v_shape,
                 initializer="zeros",
                 dtype=dtype,
                 trainable=False,
                 autocast=False,
                 aggregation="only_first_replica",
             )
-            normalized.append(_NormalizedState(weight, vector_u, vector_v))
+            initial_sigma = None
+            if self.target_norm == "initial":
+                initial_sigma = self.add_weight(
+                    name=f"{prefix}initial_sigma",
+                    shape=(),
+                    initializer="ones",
+                    dtype=dtype,
+                    trainable=False,
+                    autocast=False,
+                    aggregation="only_first_replica",
+                )
+            normalized.append(
+                _NormalizedState(
+                    weight, vector_u, vector_v, operator, initial_sigma
+                )
+            )
         self._normalized = tuple(normalized)
         # Scaling the input instead of the kernel is exact in float32/64; in
         # float16 1/sigma could overflow, so the kernel is scaled in float32.
@@ -247,6 +312,13 @@ class SpectralNormalization(keras.layers.Wrapper):
         step but converges much faster), then one power step; `build()` calls
         it with `warmup_iterations`. It runs eagerly, in float64.
 
+        With `method="operator"` the steps run through the convolution, at
+        most `keras_sn.operator_norm.WARMUP_STEPS_PER_ITERATION` (4) Lanczos
+        steps per iteration, stopping early once the estimate has converged
+        (its top singular values lie much closer together than a kernel
+        matrix's). With `target_norm="initial"`, the new sigma estimate is
+        captured as the target (`initial_sigma`).
+
         Args:
             iterations: Int >= 0, or `None` for `max(warmup_iterations, 15)`.
         """
@@ -256,13 +328,24 @@ class SpectralNormalization(keras.layers.Wrapper):
         self._assert_built("reestimate()")
         start = keras.initializers.RandomNormal(stddev=1.0)
         for state in self._normalized:
-            matrix = ops.convert_to_numpy(self._matrix(state)).astype("float64")
             u0 = ops.convert_to_numpy(
                 start(state.vector_u.shape, dtype="float32")
             ).astype("float64")
-            u, v = lanczos.top_singular_pairs(matrix, u0, iterations)
+            if state.operator is not None:
+                u, v = operator_norm.warm_up(
+                    state.weight.variable, state.operator, u0, iterations
+                )
+            else:
+                matrix = ops.convert_to_numpy(self._matrix(state)).astype(
+                    "float64"
+                )
+                u, v = lanczos.top_singular_pairs(matrix, u0, iterations)
             state.vector_u.assign(u.astype(state.vector_u.dtype))
             state.vector_v.assign(v.astype(state.vector_v.dtype))
+            if state.initial_sigma is not None:
+                # The sigma that inference divides by, so that the layer
+                # runs with its weight unchanged right after the capture.
+                state.initial_sigma.assign(self._sigma_estimate(state))
 
     @property
     def sigmas(self):
@@ -273,13 +356,18 @@ class SpectralNormalization(keras.layers.Wrapper):
         """
         self._assert_built("sigmas")
         return {
-            state.weight.name: ops.stop_gradient(
-                power_iteration.sigma_from_vectors(
-                    self._matrix(state), *state.read()
-                )
-            )
+            state.weight.name: ops.stop_gradient(self._sigma_estimate(state))
             for state in self._normalized
         }
+
+    def _sigma_estimate(self, state):
+        if state.operator is not None:
+            return operator_norm.sigma_from_vectors(
+                self._kernel(state), *state.read(), state.operator
+            )
+        return power_iteration.sigma_from_vectors(
+            self._matrix(state), *state.read()
+        )
 
     @property
     def sigma(self):
@@ -291,7 +379,10 @@ class SpectralNormalization(keras.layers.Wrapper):
         return _product(self.sigmas.values())
 
     def effective_weights(self):
-        """Dict of weight name to `W / sigma`, the weight inference runs with.
+        """Dict of weight name to the weight inference runs with.
+
+        That is `W / sigma`, or `W * target / sigma` with `target_norm`, or
+        `W * min(1, target / sigma)` with `shrink_only`.
 
         Computed from the stored vectors and the current weights, without any
         state change, in the wrapped weight's dtype. `keras_sn` uses it to bake
@@ -314,8 +405,7 @@ class SpectralNormalization(keras.layers.Wrapper):
             # fewer numbers than scaling the kernel when the kernel is larger.
             dtype = self.layer.compute_dtype
             scale = _product(
-                ops.reciprocal(ops.maximum(sigma, self.epsilon))
-                for _, _, sigma in sigmas
+                self._scale(state, sigma) for state, _, sigma in sigmas
             )
             return self.layer(ops.cast(inputs, dtype) * ops.cast(scale, dtype))
         return self._call_with(self._substitutions(sigmas), inputs)
@@ -346,35 +436,74 @@ class SpectralNormalization(keras.layers.Wrapper):
         result = []
         for state in self._normalized:
             kernel = self._kernel(state)
-            matrix = power_iteration.to_matrix(kernel, state.weight.view)
-            if update:
-                sigma, u, v = power_iteration.power_iteration_and_sigma(
-                    matrix,
-                    *state.read(),
-                    self.power_iterations,
-                    self.epsilon,
-                )
-                state.vector_u.assign(u)
-                state.vector_v.assign(v)
+            if state.operator is not None:
+                sigma = self._operator_sigma(state, kernel, update)
             else:
-                sigma = power_iteration.sigma_from_vectors(
-                    matrix, *state.read()
-                )
+                matrix = power_iteration.to_matrix(kernel, state.weight.view)
+                if update:
+                    sigma, u, v = power_iteration.power_iteration_and_sigma(
+                        matrix,
+                        *state.read(),
+                        self.power_iterations,
+                        self.epsilon,
+                    )
+                    state.vector_u.assign(u)
+                    state.vector_v.assign(v)
+                else:
+                    sigma = power_iteration.sigma_from_vectors(
+                        matrix, *state.read()
+                    )
             result.append((state, kernel, sigma))
         return result
 
     def _substitutions(self, sigmas):
-        """`[(variable, W / sigma)]` in each variable's dtype."""
+        """`[(variable, W * scale)]` in each variable's dtype (see `_scale`)."""
         substitutions = []
         for state, kernel, sigma in sigmas:
-            normalized = kernel * ops.reciprocal(
-                ops.maximum(sigma, self.epsilon)
-            )
+            normalized = kernel * self._scale(state, sigma)
             variable = state.weight.variable
             if normalized.dtype != variable.dtype:
                 normalized = ops.cast(normalized, variable.dtype)
             substitutions.append((variable, normalized))
         return substitutions
+
+    def _operator_sigma(self, state, kernel, update):
+        if not update:
+            return operator_norm.sigma_from_vectors(
+                kernel, *state.read(), state.operator
+            )
+        sigma, u, v = operator_norm.power_iteration_and_sigma(
+            kernel,
+            *state.read(),
+            state.operator,
+            self.power_iterations,
+            self.epsilon,
+        )
+        state.vector_u.assign(u)
+        state.vector_v.assign(v)
+        return sigma
+
+    def _scale(self, state, sigma):
+        """The factor the weight is multiplied by (a trace-time branch).
+
+        `1 / sigma` (the default adds no op), `target / sigma`, or with
+        `shrink_only` `min(1, target / sigma)`; sigma floored at `epsilon`.
+        """
+        sigma = ops.maximum(sigma, self.epsilon)
+        if state.initial_sigma is not None:
+            target = ops.convert_to_tensor(state.initial_sigma)
+        elif self.target_norm != 1.0:
+            target = self.target_norm
+        elif not self.shrink_only:
+            return ops.reciprocal(sigma)
+        else:
+            target = 1.0
+        # A division (not target * 1/sigma), so that target == sigma gives
+        # exactly 1 and a just-captured "initial" layer runs unchanged.
+        scale = ops.divide(ops.cast(target, sigma.dtype), sigma)
+        if self.shrink_only:
+            scale = ops.minimum(scale, ops.cast(1.0, sigma.dtype))
+        return scale
 
     def _call_with(self, substitutions, inputs):
         """Runs the wrapped layer with `substitutions` for its variables."""
@@ -444,6 +573,9 @@ class SpectralNormalization(keras.layers.Wrapper):
             "axis": self.axis,
             "weight_name": self.weight_name,
             "warmup_iterations": self.warmup_iterations,
+            "target_norm": self.target_norm,
+            "shrink_only": self.shrink_only,
+            "method": self.method,
         }
         base_config = super().get_config()
         return {**base_config, **config}
@@ -462,10 +594,16 @@ class _NormalizedState:
     leaves it alone: the variables are already tracked by `add_weight`.
     """
 
-    def __init__(self, weight, vector_u, vector_v):
+    def __init__(
+        self, weight, vector_u, vector_v, operator=None, initial_sigma=None
+    ):
         self.weight = weight
         self.vector_u = vector_u
         self.vector_v = vector_v
+        # `method="operator"`: the conv's `operator_norm.ConvOperator`.
+        self.operator = operator
+        # `target_norm="initial"`: the captured sigma (a variable).
+        self.initial_sigma = initial_sigma
 
     def read(self):
         """The current `(u, v)` as tensors (JAX ops do not take variables)."""
@@ -517,6 +655,44 @@ def _check_int(name, value, minimum):
         )
         raise ValueError(
             f"`{name}` must be {expected}. Received: {name}={value!r}"
+        )
+
+
+def _check_target_norm(target_norm):
+    if isinstance(target_norm, str) and target_norm == "initial":
+        return target_norm
+    if (
+        isinstance(target_norm, numbers.Real)
+        and not isinstance(target_norm, bool)
+        and target_norm > 0
+        and target_norm != float("inf")
+    ):
+        return float(target_norm)
+    raise ValueError(
+        "`target_norm` must be a positive, finite float (the spectral norm "
+        "the weight is scaled to; default 1.0) or 'initial' (keep the sigma "
+        "the weight has when the wrapper is built). "
+        f"Received: target_norm={target_norm!r}"
+    )
+
+
+def _check_method(method, layer, axis, weight_name):
+    if method not in ("reshape", "operator") or not isinstance(method, str):
+        raise ValueError(
+            "`method` must be 'reshape' (sigma of the weight read as a "
+            "matrix, the paper's) or 'operator' (sigma of the convolution "
+            "as a linear map of feature maps, for convolution layers). "
+            f"Received: method={method!r}"
+        )
+    if method == "reshape":
+        return
+    operator_norm.check_supported(layer)
+    if axis is not None or weight_name not in (None, "kernel", ["kernel"]):
+        raise ValueError(
+            "`method='operator'` normalizes the convolution's `kernel` as an "
+            "operator, which has no `axis` or other weight to choose. Remove "
+            "`axis=` / `weight_name=`, or use method='reshape'. Received: "
+            f"axis={axis!r}, weight_name={weight_name!r}"
         )
 
 
