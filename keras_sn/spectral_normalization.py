@@ -221,6 +221,7 @@ class SpectralNormalization(keras.layers.Wrapper):
         self.target_norm = target_norm
         self.shrink_only = shrink_only
         self.method = method
+        self.initial_sigma = None
         self.supports_masking = layer.supports_masking
         self._normalized = ()
         self._scale_inputs = False
@@ -299,6 +300,8 @@ class SpectralNormalization(keras.layers.Wrapper):
         ) and self.layer.compute_dtype in ("float32", "float64")
         self.vector_u = normalized[0].vector_u
         self.vector_v = normalized[0].vector_v
+        # `target_norm="initial"`: the captured target (else None).
+        self.initial_sigma = normalized[0].initial_sigma
         self.built = True  # reestimate() checks it
         self.reestimate(self.warmup_iterations)
 
