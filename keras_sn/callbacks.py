@@ -89,7 +89,15 @@ class SigmaLogger(keras.callbacks.Callback):
             self._writer = tf.summary.create_file_writer(self.log_dir)
         with self._writer.as_default():
             for tag, value in values.items():
-                tf.summary.scalar(tag, value, step=step)
+                # What `tf.summary.scalar` writes, without needing the
+                # `tensorboard` package installed: a float32 scalar tagged
+                # for TensorBoard's scalars plugin.
+                tf.summary.write(
+                    tag,
+                    tf.constant(value, tf.float32),
+                    step=step,
+                    metadata=_scalar_metadata(),
+                )
         self._writer.flush()
 
     def on_train_begin(self, logs=None):
@@ -111,3 +119,14 @@ class SigmaLogger(keras.callbacks.Callback):
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+def _scalar_metadata():
+    from tensorflow.core.framework import summary_pb2
+
+    # TensorBoard's scalars plugin, ScalarPluginData version 0 (empty).
+    return summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(
+            plugin_name="scalars", content=b""
+        )
+    )

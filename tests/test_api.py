@@ -7,10 +7,17 @@ import keras_sn
 
 def test_all_is_pinned():
     assert sorted(keras_sn.__all__) == sorted(
-        ["SpectralNormalization", "weights", "__version__"]
+        ["SpectralNormalization", "apply", "callbacks", "report",
+         "spectral_norm", "strip", "weights", "__version__"]
     )
     for name in keras_sn.__all__:
         assert hasattr(keras_sn, name)
+
+
+def test_public_tools_are_the_documented_objects():
+    assert keras_sn.callbacks.SigmaLogger.__module__ == "keras_sn.callbacks"
+    for name in ["apply", "strip", "report", "spectral_norm"]:
+        assert callable(getattr(keras_sn, name)), name
 
 
 def test_version_is_pep440():
