@@ -395,3 +395,37 @@ def test_operator_method_rejects_axis_and_other_weights(options):
         keras_sn.SpectralNormalization(
             keras.layers.Conv2D(3, 3), method="operator", **options
         )
+
+
+@pytest.mark.slow
+def test_mirrored_strategy_keeps_feature_map_state_identical_on_replicas():
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
+    assert len(devices) == 2, "conftest configures two logical CPUs"
+
+    def model():
+        return keras.Sequential([
+            keras.Input((6, 6, 2)),
+            keras_sn.SpectralNormalization(
+                keras.layers.Conv2D(3, 3, strides=2, padding="same"),
+                method="operator", target_norm="initial", shrink_only=True),
+            keras.layers.Flatten(),
+            keras.layers.Dense(2),
+        ])
+
+    with tf.distribute.MirroredStrategy(devices).scope():
+        mirrored = model()
+        mirrored.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    single = model()
+    single.set_weights(mirrored.get_weights())
+    single.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((16, 6, 6, 2)).astype("float32")
+    y = rng.standard_normal((16, 2)).astype("float32")
+    for m in (mirrored, single):
+        m.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
+    for dist_var, single_var in zip(mirrored.layers[0].weights,
+                                    single.layers[0].weights):
+        replicas = [v.numpy() for v in dist_var.value.values]
+        np.testing.assert_array_equal(replicas[0], replicas[1])
+        np.testing.assert_allclose(replicas[0], single_var.numpy(),
+                                   rtol=1e-4, atol=1e-5)
