@@ -15,10 +15,6 @@ import keras_sn
 from keras_sn import operator_norm
 
 
-def _case(make, input_shape):
-    return make, input_shape
-
-
 # The grid: Conv1D/2D and Conv2DTranspose, 'same' and 'valid',
 # strides 1 and 2; then the other supported layers and options.
 GRID = {
@@ -412,7 +408,11 @@ def test_mirrored_strategy_keeps_feature_map_state_identical_on_replicas():
             keras.layers.Dense(2),
         ])
 
-    with tf.distribute.MirroredStrategy(devices).scope():
+    # Not the default collective all-reduce: its instance keys collide with
+    # those of another MirroredStrategy made earlier in the same process.
+    strategy = tf.distribute.MirroredStrategy(
+        devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
+    with strategy.scope():
         mirrored = model()
         mirrored.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
     single = model()
