@@ -17,8 +17,8 @@ digits (8x8 images upsampled to 32x32, grey repeated to 3 channels).
 
 Both sigmas are computed by `keras_sn.spectral_norm`: the reshape one by numpy
 SVD; the operator one at each layer's input size by Golub-Kahan-Lanczos
-through the convolution and its transpose until it changes by less than 1e-9
-(relative), as `keras_sn.spectral_norm` does for inputs above 1024 entries
+through the convolution and its transpose until the relative residual is below
+1e-9, as `keras_sn.spectral_norm` does for inputs above 1024 entries
 (see `keras_sn.operator_norm`). The ratio operator / reshape is the operator
 norm of the layer after reshape spectral normalization: what a
 "1-Lipschitz" layer actually has.

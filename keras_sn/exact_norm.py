@@ -5,10 +5,10 @@ float64 (an SVD of the reshaped weight, or the exact operator norm of a
 convolution from its dense Gram matrix; see `keras_sn.operator_norm`).
 """
 
+import keras
 import numpy as np
 from keras import ops
 
-import keras
 from keras_sn import operator_norm
 from keras_sn import power_iteration
 from keras_sn import weights as weights_lib
@@ -39,8 +39,9 @@ def spectral_norm(layer_or_weight, method=None, input_shape=None, axis=None,
     matrix of the convolution) when the input or the output has at most
     `keras_sn.operator_norm.MAX_DENSE_DIM` (1024) entries per sample; above
     that it is computed by Golub-Kahan-Lanczos with full reorthogonalization
-    until it changes by less than 1e-9 (relative) over two steps: a lower
-    bound of the true value, accurate to about that tolerance.
+    until the relative residual of the estimate is below 1e-9 (at most 400
+    steps): a lower bound of the true value, within about that tolerance of
+    it (see `keras_sn.operator_norm.lanczos`).
 
     Args:
         layer_or_weight: A weight, a built `keras.layers.Layer` or a built
