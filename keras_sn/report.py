@@ -189,6 +189,7 @@ def report(model):
     Example:
 
     >>> import keras, keras_sn
+    >>> keras.utils.set_random_seed(0)
     >>> model = keras.Sequential([
     ...     keras.Input((8, 8, 1)),
     ...     keras_sn.SpectralNormalization(
