@@ -252,3 +252,23 @@ def test_method_must_be_reshape_or_operator(value):
         match=r"`method` must be 'reshape'.*or 'operator'.*Received: method=",
     ):
         keras_sn.SpectralNormalization(keras.layers.Dense(3), method=value)
+
+
+def _traced_op_types(**options):
+    layer = keras_sn.SpectralNormalization(keras.layers.Dense(3), **options)
+    layer.build((None, 4))
+    function = tf.function(lambda x: layer(x, training=True))
+    graph = function.get_concrete_function(tf.TensorSpec((2, 4))).graph
+    return sorted(op.type for op in graph.get_operations())
+
+
+def test_the_defaults_trace_the_plain_reciprocal_and_no_extra_op():
+    # target_norm=1.0, shrink_only=False branch in Python: W * 1/sigma.
+    default = _traced_op_types()
+    explicit = _traced_op_types(target_norm=1.0, shrink_only=False,
+                                method="reshape")
+    assert default == explicit
+    assert "Reciprocal" in default
+    assert "RealDiv" not in default and "Minimum" not in default
+    assert "Minimum" in _traced_op_types(shrink_only=True)
+    assert "RealDiv" in _traced_op_types(target_norm=2.0)
