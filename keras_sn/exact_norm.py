@@ -94,8 +94,15 @@ def spectral_norm(layer_or_weight, method=None, input_shape=None, axis=None,
     return _weight_norm(layer_or_weight, -1 if axis is None else axis)
 
 
+def to_float64_numpy(value):
+    """A float64 numpy copy of an array, tensor or variable (any backend)."""
+    if isinstance(value, keras.Variable):
+        value = value.value
+    return np.asarray(ops.convert_to_numpy(value), np.float64)
+
+
 def _weight_norm(weight, axis):
-    array = np.asarray(ops.convert_to_numpy(weight), np.float64)
+    array = to_float64_numpy(weight)
     if array.ndim == 0:
         return abs(float(array))
     if array.ndim == 1:
@@ -158,7 +165,7 @@ def _layer_norm(layer, method, input_shape, weight_name=None, axis=None,
     result = 1.0
     for weight in weights_lib.resolve_weights(layer, weight_name, axis):
         value = weight.variable if values is None else values[weight.name]
-        array = np.asarray(ops.convert_to_numpy(value), np.float64)
+        array = to_float64_numpy(value)
         result *= _max_block_sigma(array, weight.view)
     return result
 

@@ -226,7 +226,7 @@ def strip(model):
             }
             new.set_weights([
                 keras.ops.convert_to_numpy(
-                    normalized.get(id(variable), variable)
+                    normalized.get(id(variable), variable.value)
                 )
                 for variable in old.layer.weights
             ])

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import keras_sn
+from backends import to_numpy
 from references import LAYER_CASE_IDS
 from references import LAYER_CASES
 from references import output_axis_matrix
@@ -67,7 +68,7 @@ def _conv_dense_reference(kernel, input_shape, **conv_options):
     conv.build((None,) + input_shape)
     conv.kernel.assign(kernel)
     n = int(np.prod(input_shape))
-    columns = np.asarray(conv(np.eye(n).reshape((n,) + input_shape)))
+    columns = to_numpy(conv(np.eye(n).reshape((n,) + input_shape)))
     return reference_sigma(columns.reshape(n, -1))
 
 

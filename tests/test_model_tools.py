@@ -13,6 +13,8 @@ import pytest
 import tensorflow as tf
 
 import keras_sn
+from backends import tensorflow_only
+from backends import to_numpy
 from references import output_axis_matrix
 from references import reference_sigma
 
@@ -117,7 +119,8 @@ def test_apply_with_initial_target_runs_like_the_original(kind):
     _randomize(model)
     wrapped = keras_sn.apply(model, target_norm="initial", shrink_only=True)
     x = _inputs(model)
-    np.testing.assert_allclose(wrapped(x), model(x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(wrapped(x)), to_numpy(model(x)),
+                               rtol=1e-5, atol=1e-5)
     conv = wrapped.get_layer("conv" if kind == "sequential" else "conv_a")
     np.testing.assert_allclose(
         float(conv.initial_sigma),
@@ -165,7 +168,7 @@ def test_apply_copies_existing_wrappers_with_their_state():
 
 def _train(model):
     x = _inputs(model)
-    y = np.zeros_like(np.asarray(model(x)))
+    y = np.zeros_like(to_numpy(model(x)))
     model.compile(optimizer="adam", loss="mse")
     model.fit(x, y, epochs=2, batch_size=3, verbose=0)
     return x
@@ -192,7 +195,8 @@ def test_strip_bakes_in_the_normalized_weights(kind, options):
     assert "keras_sn" not in json.dumps(
         keras.saving.serialize_keras_object(plain)
     )
-    np.testing.assert_allclose(plain(x), wrapped(x, training=False),
+    np.testing.assert_allclose(to_numpy(plain(x)),
+                               to_numpy(wrapped(x, training=False)),
                                rtol=1e-6, atol=1e-6)
     layer_names = {layer.name for layer in plain.layers}
     assert "conv" in layer_names or "conv_a" in layer_names
@@ -200,7 +204,8 @@ def test_strip_bakes_in_the_normalized_weights(kind, options):
     conv = plain.get_layer("conv" if kind == "sequential" else "conv_a")
     wrapper = wrapped.get_layer(conv.name)
     np.testing.assert_allclose(
-        conv.kernel.numpy(), wrapper.effective_weights()["kernel"], rtol=0
+        conv.kernel.numpy(), to_numpy(wrapper.effective_weights()["kernel"]),
+        rtol=0,
     )
 
 
@@ -222,10 +227,11 @@ def stripped_and_expected():
     wrapped = keras_sn.apply(model, method="operator")
     x = _train(wrapped)
     plain = keras_sn.strip(wrapped)
-    return plain, x, np.asarray(wrapped(x, training=False))
+    return plain, x, to_numpy(wrapped(x, training=False))
 
 
 @pytest.mark.slow
+@tensorflow_only
 def test_stripped_model_saved_model_round_trip(stripped_and_expected,
                                                tmp_path):
     plain, x, expected = stripped_and_expected
@@ -237,6 +243,7 @@ def test_stripped_model_saved_model_round_trip(stripped_and_expected,
 
 
 @pytest.mark.slow
+@tensorflow_only
 @pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated")
 def test_stripped_model_converts_to_tflite(stripped_and_expected, tmp_path):
     plain, x, expected = stripped_and_expected
