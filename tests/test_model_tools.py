@@ -82,7 +82,7 @@ def _wrapper(model, name):
 def test_apply_wraps_the_table_layers_and_keeps_the_weights(kind):
     model = MODELS[kind]()
     _randomize(model)
-    before = [w.numpy().copy() for w in model.weights]
+    before = [to_numpy(w).copy() for w in model.weights]
     wrapped = keras_sn.apply(model)
     assert type(wrapped) is type(model)
     names = {layer.name for layer in keras_sn.model_tools.wrapped_layers(
@@ -95,21 +95,21 @@ def test_apply_wraps_the_table_layers_and_keeps_the_weights(kind):
         original = model.get_layer(wrapper.name) if kind == "sequential" or (
             wrapper.name != "up") else model.get_layer("block").get_layer("up")
         for mine, theirs in zip(wrapper.layer.weights, original.weights):
-            np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+            np.testing.assert_array_equal(to_numpy(mine), to_numpy(theirs))
         # The warm-up saw the copied weights, not a fresh initialization.
-        kernel = original.weights[0].numpy()
+        kernel = to_numpy(original.weights[0])
         axis = -2 if wrapper.name == "up" else -1
         np.testing.assert_allclose(
             float(wrapper.sigma),
             reference_sigma(output_axis_matrix(kernel, axis)), rtol=1e-3,
         )
     for old, weight in zip(before, model.weights):  # the original untouched
-        np.testing.assert_array_equal(old, weight.numpy())
+        np.testing.assert_array_equal(old, to_numpy(weight))
     # The other layers' weights (BatchNormalization's too) are copied.
     if kind == "sequential":
         for mine, theirs in zip(wrapped.get_layer("bn").weights,
                                 model.get_layer("bn").weights):
-            np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+            np.testing.assert_array_equal(to_numpy(mine), to_numpy(theirs))
 
 
 @pytest.mark.parametrize("kind", sorted(MODELS))
@@ -124,7 +124,7 @@ def test_apply_with_initial_target_runs_like_the_original(kind):
     conv = wrapped.get_layer("conv" if kind == "sequential" else "conv_a")
     np.testing.assert_allclose(
         float(conv.initial_sigma),
-        reference_sigma(output_axis_matrix(conv.layer.kernel.numpy())),
+        reference_sigma(output_axis_matrix(to_numpy(conv.layer.kernel))),
         rtol=1e-3,
     )
 
@@ -162,7 +162,7 @@ def test_apply_copies_existing_wrappers_with_their_state():
     assert kept.power_iterations == 3
     assert not isinstance(kept.layer, SN)
     for mine, theirs in zip(kept.weights, model.layers[0].weights):
-        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+        np.testing.assert_array_equal(to_numpy(mine), to_numpy(theirs))
     assert isinstance(wrapped.get_layer("plain"), SN)
 
 
@@ -204,7 +204,7 @@ def test_strip_bakes_in_the_normalized_weights(kind, options):
     conv = plain.get_layer("conv" if kind == "sequential" else "conv_a")
     wrapper = wrapped.get_layer(conv.name)
     np.testing.assert_allclose(
-        conv.kernel.numpy(), to_numpy(wrapper.effective_weights()["kernel"]),
+        to_numpy(conv.kernel), to_numpy(wrapper.effective_weights()["kernel"]),
         rtol=0,
     )
 
@@ -217,7 +217,7 @@ def test_strip_keeps_unwrapped_layers_and_their_state():
     plain = keras_sn.strip(wrapped)
     for mine, theirs in zip(plain.get_layer("bn").weights,
                             wrapped.get_layer("bn").weights):
-        np.testing.assert_array_equal(mine.numpy(), theirs.numpy())
+        np.testing.assert_array_equal(to_numpy(mine), to_numpy(theirs))
 
 
 @pytest.fixture

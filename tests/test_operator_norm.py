@@ -170,7 +170,7 @@ def test_sigma_after_warm_up_matches_the_dense_operator_norm(case_id):
     reshaped = keras_sn.spectral_norm(layer.layer)
     inner = layer.layer
     if all(k <= s for k, s in zip(inner.kernel_size, inner.strides)):
-        kernel = inner.kernel.numpy()
+        kernel = to_numpy(inner.kernel)
         if isinstance(inner, keras.layers.Conv3DTranspose):
             block = kernel.reshape(-1, kernel.shape[-1])
             np.testing.assert_allclose(
@@ -231,7 +231,7 @@ def test_training_step_is_a_power_step_through_the_conv():
     np.testing.assert_allclose(
         to_numpy(layer.vector_u).reshape(-1), u, rtol=1e-4, atol=1e-5)
     assert operator.output_shape == tuple(layer.vector_u.shape[1:])
-    np.testing.assert_array_equal(layer.layer.kernel, kernel)  # not written
+    np.testing.assert_array_equal(to_numpy(layer.layer.kernel), kernel)  # not written
 
 
 def test_normalized_layer_has_operator_norm_one():
@@ -251,11 +251,11 @@ def test_inference_equals_the_last_training_call_and_changes_no_state():
     x = x.astype("float32")
     for _ in range(2):
         y = to_numpy(layer(x, training=True))
-        state = [w.numpy().copy() for w in layer.weights]
+        state = [to_numpy(w).copy() for w in layer.weights]
         np.testing.assert_allclose(to_numpy(layer(x, training=False)), y,
                                    rtol=1e-6)
         for old, new in zip(state, layer.weights):
-            np.testing.assert_array_equal(old, new.numpy())
+            np.testing.assert_array_equal(old, to_numpy(new))
     norm = np.linalg.norm(to_numpy(layer.vector_u))
     np.testing.assert_allclose(norm, 1.0, rtol=1e-6)
 
@@ -296,10 +296,11 @@ def test_training_gradient_matches_finite_differences_of_true_operator_sn(
     plain = make()
     plain.build((None,) + input_shape)
     plain.set_weights(layer.layer.get_weights())
-    kernel = layer.layer.kernel.numpy().copy()
+    kernel = to_numpy(layer.layer.kernel).copy()
 
     def loss(outputs):  # a polynomial: exact in float64 on every backend
-        return ops.sum((outputs + outputs * outputs * outputs / 3.0) * r)
+        weights = ops.cast(r, outputs.dtype)
+        return ops.sum((outputs + outputs * outputs * outputs / 3.0) * weights)
 
     def loss_at(k):
         plain.kernel.assign(k)
@@ -310,7 +311,7 @@ def test_training_gradient_matches_finite_differences_of_true_operator_sn(
     numeric = _central_differences(loss_at, kernel)
     (analytic,) = gradients(lambda: loss(layer(x, training=True)),
                             [layer.layer.kernel])
-    np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.slow
@@ -333,15 +334,15 @@ def test_fit_with_xla_and_keras_file_round_trip(tmp_path):
     rng = np.random.default_rng(4)
     x = rng.standard_normal((8, 8, 8, 2)).astype("float32")
     y = rng.standard_normal((8, 1)).astype("float32")
-    u = model.layers[0].vector_u.numpy().copy()
+    u = to_numpy(model.layers[0].vector_u).copy()
     model.fit(x, y, batch_size=4, epochs=2, verbose=0)
-    assert not np.array_equal(model.layers[0].vector_u.numpy(), u)
+    assert not np.array_equal(to_numpy(model.layers[0].vector_u), u)
     path = str(tmp_path / "operator.keras")
     model.save(path)
     loaded = keras.models.load_model(path)
     assert loaded.layers[0].method == "operator"
     for original, restored in zip(model.weights, loaded.weights):
-        np.testing.assert_array_equal(original.numpy(), restored.numpy())
+        np.testing.assert_array_equal(to_numpy(original), to_numpy(restored))
     np.testing.assert_array_equal(model.predict(x, verbose=0),
                                   loaded.predict(x, verbose=0))
 
@@ -350,7 +351,7 @@ def test_mixed_precision_keeps_float32_state():
     keras.config.set_dtype_policy("mixed_float16")
     layer, input_shape = _wrapped("conv2d_same_s2")
     y = layer(np.ones((1,) + input_shape, "float32"), training=True)
-    assert y.dtype == "float16"
+    assert keras.backend.standardize_dtype(y.dtype) == "float16"
     assert layer.vector_u.dtype == layer.vector_v.dtype == "float32"
 
 
@@ -434,7 +435,7 @@ def test_mirrored_strategy_keeps_feature_map_state_identical_on_replicas():
         m.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0)
     for dist_var, single_var in zip(mirrored.layers[0].weights,
                                     single.layers[0].weights):
-        replicas = [v.numpy() for v in dist_var.value.values]
+        replicas = [to_numpy(v) for v in dist_var.value.values]
         np.testing.assert_array_equal(replicas[0], replicas[1])
-        np.testing.assert_allclose(replicas[0], single_var.numpy(),
+        np.testing.assert_allclose(replicas[0], to_numpy(single_var),
                                    rtol=1e-4, atol=1e-5)

@@ -52,7 +52,7 @@ def test_rows_match_svd_and_dense_operator_references():
     for row, input_shape in [(rows["conv_reshape"], (6, 6, 2)),
                              (rows["conv_operator"], (6, 6, 3))]:
         wrapper = model.get_layer(row.name)
-        kernel = wrapper.layer.kernel.numpy().astype(np.float64)
+        kernel = to_numpy(wrapper.layer.kernel).astype(np.float64)
         reshape = reference_sigma(output_axis_matrix(kernel))
         operator = _conv_operator_norm(wrapper.layer, input_shape, kernel)
         effective = to_numpy(wrapper.effective_weights()["kernel"])
@@ -69,7 +69,7 @@ def test_rows_match_svd_and_dense_operator_references():
     assert rows["conv_reshape"].reshape_sigma == pytest.approx(1.5, rel=1e-3)
     assert rows["conv_reshape"].operator_sigma > 1.5  # reshape underestimates
     dense = rows["dense"]
-    kernel = model.get_layer("dense").layer.kernel.numpy()
+    kernel = to_numpy(model.get_layer("dense").layer.kernel)
     assert dense.sigma_exact == pytest.approx(
         reference_sigma(output_axis_matrix(kernel)), rel=1e-9)
     assert dense.operator_sigma == dense.reshape_sigma
