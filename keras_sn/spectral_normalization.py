@@ -465,7 +465,7 @@ class SpectralNormalization(keras.layers.Wrapper):
         for state, kernel, sigma in sigmas:
             normalized = kernel * self._scale(state, sigma)
             variable = state.weight.variable
-            if normalized.dtype != variable.dtype:
+            if _dtype(normalized) != variable.dtype:
                 normalized = ops.cast(normalized, variable.dtype)
             substitutions.append((variable, normalized))
         return substitutions
@@ -544,7 +544,7 @@ class SpectralNormalization(keras.layers.Wrapper):
     def _kernel(self, state):
         # The master weight in the state dtype (float32, or float64).
         kernel = ops.convert_to_tensor(state.weight.variable)
-        if kernel.dtype != state.vector_u.dtype:
+        if _dtype(kernel) != state.vector_u.dtype:
             kernel = ops.cast(kernel, state.vector_u.dtype)
         return kernel
 
@@ -614,6 +614,11 @@ class _NormalizedState:
             ops.convert_to_tensor(self.vector_u),
             ops.convert_to_tensor(self.vector_v),
         )
+
+
+def _dtype(tensor):
+    # Backend dtypes (tf.float32, torch.float32, ...) as Keras' strings.
+    return keras.backend.standardize_dtype(tensor.dtype)
 
 
 def _product(values):
