@@ -64,7 +64,7 @@ def _initial_state(tmp_path):
 @pytest.mark.parametrize("backend", OTHER_BACKENDS)
 def test_backend_matches_tensorflow(backend, tmp_path):
     if importlib.util.find_spec(backend) is None:
-        pytest.fail(f"{backend} is not installed; `pip install -e .[test]` "
+        pytest.fail(f"{backend} is not installed; `pip install -e .[test,jax,torch]` "
                     "installs it (the parity test is part of the suite)")
     input_path = _initial_state(tmp_path)
     reference = _run("tensorflow", input_path, tmp_path / "tensorflow.npz")
