@@ -98,7 +98,7 @@ def main(argv=None):
     parser.add_argument("--settings", default="ABCDEF",
                         help="which Table 1 settings, e.g. ABCDEF")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per cell")
-    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--steps-per-epoch", type=int, default=50,
                         help="generator updates per epoch")
     parser.add_argument("--batch-size", type=int, default=32)
@@ -129,6 +129,7 @@ def main(argv=None):
                         setting=setting, spectral_norm=sn, seed=seed,
                         out=os.path.join(scratch, f"{setting}_{sn}_{seed}"),
                         evaluate=True, cache_dir=args.cache_dir, verbose=0,
+                        export=False,
                         **budget,
                     )
                     score = result["eval"]["this generator"]
