@@ -8,9 +8,10 @@ interleaved rounds of `--steps` generator updates in one process (so machine
 noise hits them alike) and reports the median updates/s of each and the ratio.
 
 Configurations:
-    digits: the example's default run (24x24x1, width 0.25, batch 64, setting B).
-    cifar32: the paper's 32x32x3 "standard CNN" at full width, batch 64,
-        setting B (n_dis = 1): the figure to report from a GPU.
+    digits: the example's default run (24x24x1, width 0.25, batch 64).
+    cifar32: the paper's 32x32x3 "standard CNN" at full width, batch 64: the
+        figure to report from a GPU.
+Both use the example's default setting (C, n_dis = 1; B costs the same).
 
 Usage:
     python benchmarks/gan_step_time.py                  # both configurations
@@ -159,7 +160,8 @@ def main(argv=None):
         "--config", choices=sorted(CONFIGS) + ["all"], default="all",
         help="which configuration(s) to time",
     )
-    parser.add_argument("--setting", default="B", help="Table 1 setting")
+    parser.add_argument("--setting", default=None,
+                        help="Table 1 setting (default: the example's)")
     parser.add_argument("--rounds", type=int, default=5,
                         help="interleaved timing rounds per variant")
     parser.add_argument("--steps", type=int, default=10,
@@ -169,6 +171,8 @@ def main(argv=None):
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args(argv)
 
+    if args.setting is None:
+        args.setting = load_example().DEFAULT_SETTING
     info = machine()
     print("Machine:", json.dumps(info))
     names = sorted(CONFIGS) if args.config == "all" else [args.config]

@@ -666,7 +666,7 @@ A score a reader can trust needs a reference it cannot game:
 
 - The digits are split once, stratified 50/50 (`random_state=0`), into a
   reference half and a held-out half. A small CNN classifier is trained on
-  the reference half only (about 98 % accuracy on the held-out half) and
+  the reference half only (about 99 % accuracy on the held-out half) and
   cached under `~/.keras/keras_sn/` (or `--cache-dir`), keyed by the image size,
   the split and the classifier's version.
 - Frechet distance (FD): the squared 2-Wasserstein distance between Gaussians
@@ -676,10 +676,10 @@ A score a reader can trust needs a reference it cannot game:
 - KL(labels || uniform): the predicted labels' histogram against uniform; 0
   when all ten digits are produced equally often, log(10) = 2.30 for a
   generator that draws a single class.
-- Every row uses as many samples as the held-out half (898), so the
+- Every row uses as many samples as the held-out half (899), so the
   estimators' bias is the same in each row. The held-out half's own score is
   the floor: what a perfect generator (fresh real digits) gets. The GAN trains
-  on all 1,797 digits, like the classifier never sees the held-out half.
+  on all 1,797 digits; the classifier never sees the held-out half.
 - Baselines in the same table: a Gaussian mixture (20 components, full
   covariance) fitted to all the digits in a 20-dimensional PCA space (the
   classic strong generator on this data), a collapsed generator (one real
@@ -900,7 +900,11 @@ def describe_device():
     if gpus:
         details = tf.config.experimental.get_device_details(gpus[0])
         return f"GPU ({details.get('device_name', gpus[0].name)})"
-    return f"CPU ({os.cpu_count()} logical cores visible)"
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        usable = os.cpu_count()
+    return f"CPU ({usable} of {os.cpu_count()} logical cores usable)"
 
 
 def check_options(
@@ -1130,7 +1134,6 @@ def make_parser():
             "With no flags: the bundled digits, setting C, 10 x 100 generator "
             "updates, a few minutes on a CPU."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     data = parser.add_argument_group("data")
     data.add_argument(
@@ -1146,7 +1149,7 @@ def make_parser():
     )
     data.add_argument(
         "--color-mode", choices=("rgb", "grayscale", "rgba"), default="rgb",
-        help="channels of the --data-dir images",
+        help="channels of the --data-dir images (default: rgb)",
     )
     data.add_argument(
         "--image-size", type=int, default=None,
@@ -1157,7 +1160,7 @@ def make_parser():
     model.add_argument(
         "--width", type=float, default=0.25,
         help="multiplier of every layer's width; 1.0 is the paper's "
-        "(64..512 filters), 0.25 trains on a CPU in minutes",
+        "(64..512 filters); the default 0.25 trains on a CPU in minutes",
     )
     model.add_argument(
         "--setting", choices=sorted(SETTINGS), default=DEFAULT_SETTING,
@@ -1168,7 +1171,7 @@ def make_parser():
         )
         + ". B is the paper's best for SN-GANs with this CNN after 100K "
         "updates (its footnote 4); C, the default, is the best on the digits "
-        "in a few minutes",
+        "in a few minutes (default: C)",
     )
     model.add_argument(
         "--no-sn", dest="spectral_norm", action="store_false",
@@ -1177,17 +1180,17 @@ def make_parser():
     )
     model.add_argument(
         "--epochs", type=int, default=10,
-        help="epochs; a sample grid and a log row after each",
+        help="epochs; a sample grid and a log row after each (default: 10)",
     )
     model.add_argument(
         "--steps-per-epoch", type=int, default=100,
-        help="generator updates per epoch (each after n_dis discriminator "
-        "updates)",
+        help="generator updates per epoch, each after n_dis discriminator "
+        "updates (default: 100)",
     )
     model.add_argument(
         "--batch-size", type=int, default=64,
-        help="images per batch (each discriminator update sees one real and "
-        "one generated batch)",
+        help="images per batch: each discriminator update sees one real and "
+        "one generated batch (default: 64)",
     )
     model.add_argument(
         "--no-jit", dest="jit_compile", action="store_false",
@@ -1196,13 +1199,14 @@ def make_parser():
     )
     model.add_argument(
         "--seed", type=int, default=0,
-        help="seed of the weights, the data order and z",
+        help="seed of the weights, the data order and z (default: 0)",
     )
     output = parser.add_argument_group("outputs and evaluation")
     output.add_argument(
         "--out", default="runs/dcgan", metavar="DIR",
         help="output folder: samples/epoch_NNN.png, log.csv, training.png, "
-        "generator.keras, discriminator.keras, generator_savedmodel/, run.json",
+        "generator.keras, discriminator.keras, generator_savedmodel/, run.json "
+        "(default: runs/dcgan)",
     )
     output.add_argument(
         "--eval", dest="evaluate", action="store_true",
