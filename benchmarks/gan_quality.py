@@ -107,7 +107,12 @@ def main(argv=None):
                         help="compile the train step with XLA")
     parser.add_argument("--cache-dir", default=None,
                         help="digits classifier cache (default: the example's)")
-    parser.add_argument("--json", default=None, help="write everything here")
+    parser.add_argument(
+        "--json", default=None,
+        help="write everything here, after every run; runs already in this "
+        "file (same budget) are kept and not run again, so an interrupted "
+        "benchmark resumes",
+    )
     args = parser.parse_args(argv)
 
     dcgan = load_example()
@@ -118,12 +123,17 @@ def main(argv=None):
         batch_size=args.batch_size, width=args.width, jit_compile=args.jit,
     )
     print("Budget per run:", json.dumps(budget), flush=True)
-    runs = []
+    runs, reference = previous_runs(args.json, budget)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
         for setting in args.settings:
             for sn in (True, False):
                 for seed in range(args.seeds):
+                    done = [r for r in runs if (r["setting"], r["sn"],
+                                                r["seed"]) == (setting, sn, seed)]
+                    if done:
+                        print_run(done[0], "(from --json)")
+                        continue
                     run_start = time.perf_counter()
                     result = dcgan.train(
                         setting=setting, spectral_norm=sn, seed=seed,
@@ -148,26 +158,50 @@ def main(argv=None):
                         k: v for k, v in result["eval"].items()
                         if k != "this generator"
                     }
-                    print(
-                        f"RUN setting {setting} SN {'on ' if sn else 'off'} "
-                        f"seed {seed}: FD {run['fd']:8.2f}  KL {run['kl']:.3f}  "
-                        f"d_loss {run['final']['d_loss']:.3f}  "
-                        f"sn_bound {run['final']['sn_bound']:.3g}  "
-                        f"({run['wall_s']:.0f} s)",
-                        flush=True,
-                    )
+                    print_run(run, f"({run['wall_s']:.0f} s)")
+                    write_json(args.json, info, budget, runs, reference)
     total = time.perf_counter() - start
-    table = markdown_table(runs, args.settings, reference)
+    chosen = [r for r in runs if r["setting"] in args.settings]
+    table = markdown_table(chosen, args.settings, reference)
     print(f"\nTotal {total / 60:.1f} min\n")
     print(table)
-    if args.json:
-        path = pathlib.Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(
-            {"machine": info, "budget": budget, "runs": runs,
-             "reference": reference, "total_s": total, "table": table},
-            indent=2,
-        ))
+    write_json(args.json, info, budget, runs, reference, table)
+
+
+def print_run(run, note):
+    print(
+        f"RUN setting {run['setting']} SN {'on ' if run['sn'] else 'off'} "
+        f"seed {run['seed']}: FD {run['fd']:8.2f}  KL {run['kl']:.3f}  "
+        f"d_loss {run['final']['d_loss']:.3f}  "
+        f"sn_bound {run['final']['sn_bound']:.3g}  {note}",
+        flush=True,
+    )
+
+
+def previous_runs(json_path, budget):
+    """`(runs, reference)` kept from an earlier `--json` with this budget."""
+    if not json_path or not pathlib.Path(json_path).exists():
+        return [], None
+    previous = json.loads(pathlib.Path(json_path).read_text())
+    if previous.get("budget") != budget:
+        raise SystemExit(
+            f"{json_path} holds runs with another budget "
+            f"({previous.get('budget')}, this run: {budget}). Pass the same "
+            "flags to resume it, or another --json path."
+        )
+    return previous["runs"], previous.get("reference")
+
+
+def write_json(json_path, info, budget, runs, reference, table=None):
+    if not json_path:
+        return
+    path = pathlib.Path(json_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = {"machine": info, "budget": budget, "runs": runs,
+                "reference": reference}
+    if table is not None:
+        document["table"] = table
+    path.write_text(json.dumps(document, indent=2))
 
 
 if __name__ == "__main__":

@@ -244,6 +244,8 @@ def machine():
         "keras": keras.__version__,
         "keras_sn": keras_sn.__version__,
         "cores": os.cpu_count(),
+        "cores_usable": (len(os.sched_getaffinity(0))
+                         if hasattr(os, "sched_getaffinity") else None),
     }
     try:
         with open("/proc/cpuinfo") as f:
@@ -349,6 +351,8 @@ def main(argv=None):
                         help="skip PyTorch even if it is installed")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON document instead of the table")
+    parser.add_argument("--markdown", action="store_true",
+                        help="also print the results as a markdown table")
     args = parser.parse_args(argv)
 
     try:
@@ -375,6 +379,44 @@ def main(argv=None):
     )
     if args.json:
         print(json.dumps({"machine": info, "rows": rows}, indent=1))
+    if args.markdown:
+        log("")
+        log(markdown_table(rows))
+
+
+def markdown_table(rows):
+    """One line per (model, mode, batch, XLA): ms and ratios of each variant."""
+    def find(key, variant):
+        for row in rows:
+            if (row["model"], row["mode"], row["batch"], row["jit"],
+                    row["variant"]) == (*key, variant):
+                return row
+        return None
+
+    lines = [
+        "| network | step | batch | XLA | plain ms | keras_sn | keras built-in "
+        "| peak MiB plain / keras_sn / keras | PyTorch SN (eager) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    keys = []
+    for row in rows:
+        key = (row["model"], row["mode"], row["batch"], row["jit"])
+        if row["variant"] in VARIANTS and key not in keys:
+            keys.append(key)
+    for key in keys:
+        model, mode, batch, jit = key
+        plain, ours, theirs = (find(key, v) for v in VARIANTS)
+        torch_row = (find((model, mode, batch, "eager"), "torch_sn")
+                     if not jit else None)
+        torch_cell = (f"x{torch_row['ratio']:.3f}" if torch_row else "")
+        lines.append(
+            f"| {'D' if model == 'discriminator' else 'G'} | {mode} | {batch} "
+            f"| {'on' if jit else 'off'} | {plain['median_ms']:.1f} "
+            f"| **x{ours['ratio']:.3f}** | x{theirs['ratio']:.3f} "
+            f"| {plain['peak_mb']:.0f} / {ours['peak_mb']:.0f} / "
+            f"{theirs['peak_mb']:.0f} | {torch_cell} |"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
