@@ -7,7 +7,11 @@ Table 3, 32x32x3 inputs) and of its generator with every convolution wrapped
 
 - `plain`: the unwrapped layers,
 - `keras_sn`: every conv/dense wrapped in `keras_sn.SpectralNormalization`,
-- `keras`: every conv/dense wrapped in `keras.layers.SpectralNormalization`.
+- `keras`: every conv/dense wrapped in `keras.layers.SpectralNormalization`,
+- `floor`: `plain` plus only the matrix-vector products that spectral
+  normalization cannot avoid (one power step on every kernel in training, the
+  product for sigma at inference): the cost of an ideal wrapper on this
+  machine.
 
 Variants are interleaved in rounds inside one process (the order is shuffled
 each round), so machine noise hits all of them alike; each round times
@@ -44,6 +48,10 @@ import tensorflow as tf  # noqa: E402
 import keras_sn  # noqa: E402
 
 VARIANTS = ("plain", "keras_sn", "keras")
+# `floor`: the unwrapped network plus the matrix-vector products that spectral
+# normalization cannot avoid (one power step per kernel in training, one
+# product for sigma at inference), nothing else: what an ideal wrapper costs.
+FLOOR = "floor"
 
 
 # ---------------------------------------------------------------------------
@@ -101,22 +109,58 @@ def _inputs(model_name, batch, rng):
     return tf.constant(rng.standard_normal((batch, 128)), tf.float32)
 
 
-def make_step(model, mode, jit_compile):
-    """A compiled training step (forward, backward, Adam) or inference call."""
+def _floor_work(model, mode):
+    """The products of one power step (or of sigma) on every kernel.
+
+    Returns a scalar that depends on all of them, so no graph optimizer can
+    prune them.
+    """
+    from keras_sn import power_iteration
+
+    total = 0.0
+    for layer in model.layers:
+        kernel = getattr(layer, "kernel", None)
+        unwrapped = model.name.startswith("generator") and isinstance(
+            layer, keras.layers.Dense)  # the generator's dense is not wrapped
+        if kernel is None or unwrapped:
+            continue
+        matrix = tf.reshape(kernel, (1, -1, kernel.shape[-1]))
+        d_in, d_out = matrix.shape[1], matrix.shape[2]
+        u = tf.ones((1, d_out)) / d_out ** 0.5
+        v = tf.ones((1, d_in)) / d_in ** 0.5
+        if mode == "infer":
+            total += tf.reduce_sum(power_iteration._matvec_out(matrix, v))
+        else:
+            u, v = power_iteration.power_iteration(matrix, u, v, 1, 1e-12)
+            total += tf.reduce_sum(u) + tf.reduce_sum(v)
+    return total
+
+
+def make_step(model, mode, jit_compile, floor=False):
+    """A compiled training step (forward, backward, Adam) or inference call.
+
+    With `floor`, the step also runs the unavoidable products of spectral
+    normalization on the unwrapped kernels (see `FLOOR`).
+    """
     if mode == "infer":
-        return tf.function(
-            lambda x: model(x, training=False), jit_compile=jit_compile
-        )
+        def infer(x):
+            y = model(x, training=False)
+            if floor:
+                y = y + 0.0 * _floor_work(model, mode)
+            return y
+
+        return tf.function(infer, jit_compile=jit_compile)
     optimizer = keras.optimizers.Adam(2e-4, beta_1=0.5, beta_2=0.999)
     optimizer.build(model.trainable_variables)
 
     def train_step(x):
+        extra = _floor_work(model, mode) if floor else 0.0
         with tf.GradientTape() as tape:
             y = model(x, training=True)
             loss = tf.reduce_mean(tf.nn.relu(1.0 - y))  # hinge, as for D
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return loss
+        return loss + 0.0 * extra
 
     return tf.function(train_step, jit_compile=jit_compile)
 
@@ -197,13 +241,21 @@ def torch_step(model, mode, batch, model_name):
 # ---------------------------------------------------------------------------
 
 
-def time_interleaved(steps, rounds, steps_per_round, warmup_rounds, seed=0):
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def time_interleaved(steps, rounds, steps_per_round, warmup_rounds, seed=0,
+                     clock="wall"):
     """Median ms/step per variant and median per-round ratio to the first.
 
     Args:
         steps: dict variant -> zero-argument callable running one step and
             returning something `_sync` can block on.
+        clock: "wall" (elapsed time) or "cpu" (CPU time of this process, all
+            its threads: on a machine shared with other jobs it leaves out
+            the time the process waits for a core).
     """
+    now = CLOCKS[clock]
     order = list(steps)
     rng = random.Random(seed)
     samples = {name: [] for name in order}
@@ -211,11 +263,11 @@ def time_interleaved(steps, rounds, steps_per_round, warmup_rounds, seed=0):
         rng.shuffle(order)
         for name in order:
             step = steps[name]
-            start = time.perf_counter()
+            start = now()
             for _ in range(steps_per_round):
                 result = step()
             _sync_any(result)
-            elapsed = (time.perf_counter() - start) / steps_per_round
+            elapsed = (now() - start) / steps_per_round
             if index >= warmup_rounds:
                 samples[name].append(elapsed * 1e3)
     baseline = next(iter(steps))
@@ -268,7 +320,7 @@ def machine():
 
 
 def run(models, batches, jits, modes, rounds, steps_per_round, warmup_rounds,
-        with_torch, log=print):
+        with_torch, log=print, clock="wall"):
     rows = []
     rng = np.random.default_rng(0)
     for model_name in models:
@@ -279,16 +331,18 @@ def run(models, batches, jits, modes, rounds, steps_per_round, warmup_rounds,
                 for jit in jits:
                     keras.utils.set_random_seed(0)
                     steps, memory = {}, {}
-                    for variant in VARIANTS:
-                        model = build(variant)
-                        step = make_step(model, mode, jit)
+                    for variant in VARIANTS + (FLOOR,):
+                        model = build("plain" if variant == FLOOR else variant)
+                        step = make_step(model, mode, jit,
+                                         floor=variant == FLOOR)
                         _sync(step(x))  # trace and compile
                         memory[variant] = peak_memory_bytes(step, x)
                         steps[variant] = (lambda s=step: s(x))
                     table = time_interleaved(
-                        steps, rounds, steps_per_round, warmup_rounds
+                        steps, rounds, steps_per_round, warmup_rounds,
+                        clock=clock,
                     )
-                    for variant in VARIANTS:
+                    for variant in VARIANTS + (FLOOR,):
                         row = dict(model=model_name, batch=batch, mode=mode,
                                    jit=jit, variant=variant,
                                    peak_mb=memory[variant] / 2**20,
@@ -297,12 +351,13 @@ def run(models, batches, jits, modes, rounds, steps_per_round, warmup_rounds,
                         log(_format_row(row))
                     if with_torch and not jit:
                         rows += _torch_rows(model_name, batch, mode, rounds,
-                                            steps_per_round, warmup_rounds, log)
+                                            steps_per_round, warmup_rounds, log,
+                                            clock)
     return rows
 
 
 def _torch_rows(model_name, batch, mode, rounds, steps_per_round,
-                warmup_rounds, log):
+                warmup_rounds, log, clock):
     import torch
 
     torch.manual_seed(0)
@@ -312,7 +367,8 @@ def _torch_rows(model_name, batch, mode, rounds, steps_per_round,
         steps[name] = torch_step(torch_models(model_name, use_sn), mode, batch,
                                  model_name)
         steps[name]()
-    table = time_interleaved(steps, rounds, steps_per_round, warmup_rounds)
+    table = time_interleaved(steps, rounds, steps_per_round, warmup_rounds,
+                             clock=clock)
     rows = []
     for name in steps:
         row = dict(model=model_name, batch=batch, mode=mode, jit="eager",
@@ -351,6 +407,9 @@ def main(argv=None):
                         help="skip PyTorch even if it is installed")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON document instead of the table")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                        help="wall: elapsed time (default); cpu: this "
+                        "process's CPU time, steadier on a shared machine")
     parser.add_argument("--markdown", action="store_true",
                         help="also print the results as a markdown table")
     args = parser.parse_args(argv)
@@ -363,6 +422,7 @@ def main(argv=None):
         with_torch = False
     info = machine()
     log = (lambda line: print(line, file=sys.stderr)) if args.json else print
+    info["clock"] = args.clock
     log("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()))
     rows = run(
         models=["discriminator", "generator"] if args.model == "both"
@@ -376,6 +436,7 @@ def main(argv=None):
         warmup_rounds=args.warmup_rounds,
         with_torch=with_torch,
         log=log,
+        clock=args.clock,
     )
     if args.json:
         print(json.dumps({"machine": info, "rows": rows}, indent=1))
@@ -394,9 +455,10 @@ def markdown_table(rows):
         return None
 
     lines = [
-        "| network | step | batch | XLA | plain ms | keras_sn | keras built-in "
-        "| peak MiB plain / keras_sn / keras | PyTorch SN (eager) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| network | step | batch | XLA | plain ms | floor | keras_sn "
+        "| keras built-in | peak MiB plain / keras_sn / keras "
+        "| PyTorch SN (eager) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     keys = []
     for row in rows:
@@ -406,12 +468,14 @@ def markdown_table(rows):
     for key in keys:
         model, mode, batch, jit = key
         plain, ours, theirs = (find(key, v) for v in VARIANTS)
+        floor = find(key, FLOOR)
         torch_row = (find((model, mode, batch, "eager"), "torch_sn")
                      if not jit else None)
         torch_cell = (f"x{torch_row['ratio']:.3f}" if torch_row else "")
         lines.append(
             f"| {'D' if model == 'discriminator' else 'G'} | {mode} | {batch} "
             f"| {'on' if jit else 'off'} | {plain['median_ms']:.1f} "
+            f"| x{floor['ratio']:.3f} "
             f"| **x{ours['ratio']:.3f}** | x{theirs['ratio']:.3f} "
             f"| {plain['peak_mb']:.0f} / {ours['peak_mb']:.0f} / "
             f"{theirs['peak_mb']:.0f} | {torch_cell} |"

@@ -5,9 +5,16 @@ A kernel is read as a stack of matrices ``K`` of shape ``(blocks, d_in, d_out)``
 (``(..., d_in, d_out)``), so for Dense and Conv this view is a free reshape and
 the power iteration needs no transposed copy of the kernel: ``M = Kᵀ`` is the
 paper's ``d_out x d_in`` matrix, ``Mᵀu = K u`` and ``M v = Kᵀ v``.
+`Conv*Transpose` kernels, ``(*kernel_size, filters, in_channels)``, have their
+output axis in the middle; `to_operand` reads them as ``(1, P, d_out, Q)``
+and the products contract that axis in place, again without a transposed
+copy (which cost a full read and write of the kernel per call, and another
+in the backward pass).
 
 Nothing here touches a variable; the layer owns all state.
 """
+
+import math
 
 import keras
 from keras import ops
@@ -30,6 +37,38 @@ def to_matrix(kernel, view):
     return ops.reshape(kernel, (view.blocks, view.d_in, view.d_out))
 
 
+def to_operand(kernel, view):
+    """The kernel as the power iteration reads it: `to_matrix`'s stack, or
+    `(1, P, d_out, Q)` for one matrix whose output axes sit between input axes.
+
+    In the second form the input index of ``M`` is ``p * Q + q``, exactly as
+    in `to_matrix` (input axes keep their order), so `u` and `v` are the same
+    vectors in both forms; only the products differ.
+    """
+    middle = _middle_output_split(view)
+    if middle is None:
+        return to_matrix(kernel, view)
+    before, after = middle
+    return ops.reshape(kernel, (1, before, view.d_out, after))
+
+
+def _middle_output_split(view):
+    """`(P, Q)` when `view` is one matrix whose output axes are contiguous and
+    neither first nor last in the kernel (the transpose `to_matrix` makes only
+    moves them to the end); otherwise `None`."""
+    if view.permutation is None or view.split_shape is not None:
+        return None
+    if view.blocks != 1:
+        return None
+    axes = sorted(view.output_axes)
+    rank = len(view.kernel_shape)
+    first, last = axes[0], axes[-1]
+    if axes != list(range(first, last + 1)) or first == 0 or last == rank - 1:
+        return None
+    shape = view.kernel_shape
+    return math.prod(shape[:first]), math.prod(shape[last + 1:])
+
+
 def l2_normalize(x, epsilon, fallback=None):
     """Normalizes the rows of `x` (last axis) to unit L2 norm.
 
@@ -49,6 +88,14 @@ def l2_normalize(x, epsilon, fallback=None):
 
 def _matvec_in(matrix, u):
     # Mᵀu = K u for every block: (G, d_in, d_out) @ (G, d_out, 1) -> (G, d_in).
+    if len(matrix.shape) == 4:
+        # (1, P, d_out, Q): u (1, d_out) @ each (d_out, Q) slice -> (P, Q).
+        _, before, d_out, after = matrix.shape
+        u = ops.reshape(u, (1, 1, d_out))
+        if _compiled_by_xla():  # two rows: a GEMM for XLA:CPU (see below)
+            u = ops.concatenate([u, u], axis=1)
+        product = ops.matmul(u, ops.reshape(matrix, (before, d_out, after)))
+        return ops.reshape(product[:, :1], (1, before * after))
     blocks, d_in, d_out = matrix.shape
     if blocks == 1:
         # One block (Dense, Conv): a 2-D product. TensorFlow's batched matmul
@@ -62,6 +109,14 @@ def _matvec_in(matrix, u):
 
 def _matvec_out(matrix, v):
     # M v = Kᵀ v for every block: (G, 1, d_in) @ (G, d_in, d_out) -> (G, d_out).
+    if len(matrix.shape) == 4:
+        # (1, P, d_out, Q): sum over p of each (d_out, Q) slice @ v[p] (Q,).
+        _, before, d_out, after = matrix.shape
+        products = ops.matmul(
+            ops.reshape(matrix, (before, d_out, after)),
+            ops.reshape(v, (before, after, 1)),
+        )
+        return ops.reshape(ops.sum(products, axis=0), (1, d_out))
     blocks, d_in, d_out = matrix.shape
     # XLA:CPU lowers a vector-matrix product that contracts the kernel's major
     # axis to a loop 15x slower than one read of the kernel; with v repeated as
@@ -107,7 +162,7 @@ def power_iteration(matrix, u, v, iterations, epsilon):
     One step is ``v <- normalize(Mᵀu)``, ``u <- normalize(M v)``.
 
     Args:
-        matrix: `(blocks, d_in, d_out)` tensor (see `to_matrix`).
+        matrix: `(blocks, d_in, d_out)` tensor, or a `to_operand` result.
         u: `(blocks, d_out)` unit rows, the left singular vector estimates.
         v: `(blocks, d_in)` unit rows, the right singular vector estimates.
         iterations: Python int >= 0.

@@ -369,7 +369,8 @@ class SpectralNormalization(keras.layers.Wrapper):
                 self._kernel(state), *state.read(), state.operator
             )
         return power_iteration.sigma_from_vectors(
-            self._matrix(state), *state.read()
+            power_iteration.to_operand(self._kernel(state), state.weight.view),
+            *state.read(),
         )
 
     @property
@@ -442,7 +443,7 @@ class SpectralNormalization(keras.layers.Wrapper):
             if state.operator is not None:
                 sigma = self._operator_sigma(state, kernel, update)
             else:
-                matrix = power_iteration.to_matrix(kernel, state.weight.view)
+                matrix = power_iteration.to_operand(kernel, state.weight.view)
                 if update:
                     sigma, u, v = power_iteration.power_iteration_and_sigma(
                         matrix,

@@ -8,6 +8,7 @@ from keras_sn import lanczos
 from keras_sn import power_iteration
 from keras_sn.weights import matrix_view
 from backends import float64_rtol
+from backends import tensorflow_only
 from backends import to_numpy
 from references import reference_sigma
 
@@ -146,3 +147,77 @@ def test_ops_run_on_backend_tensors():
         k, u, ops.convert_to_tensor(_unit(np.ones((1, 2), "float32")))
     )
     assert float(sigma) == pytest.approx(np.sqrt(6.0), rel=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kernel_shape, output_axes",
+    [
+        ((3, 4, 5), (1,)),  # Conv1DTranspose: (k, filters, in)
+        ((2, 3, 4, 5), (2,)),  # Conv2DTranspose
+        ((2, 2, 3, 4, 2), (3,)),  # Conv3DTranspose
+        ((3, 4, 5, 6), (1, 2)),  # two contiguous output axes in the middle
+    ],
+)
+def test_middle_output_operand_products_match_the_matrix(kernel_shape,
+                                                         output_axes):
+    # `to_operand` reads these kernels without a transpose; its products and
+    # sigma must equal those of the explicit (transposed) matrix, in numpy.
+    rng = np.random.default_rng(0)
+    view = matrix_view(kernel_shape, output_axes)
+    kernel = rng.standard_normal(kernel_shape).astype("float32")
+    operand = power_iteration.to_operand(kernel, view)
+    assert len(operand.shape) == 4  # the copy-free form is taken
+    perm = view.permutation
+    matrix = np.transpose(kernel, perm).reshape(view.d_in, view.d_out)
+    u = _unit(rng.standard_normal((1, view.d_out))).astype("float32")
+    v = _unit(rng.standard_normal((1, view.d_in))).astype("float32")
+    np.testing.assert_allclose(
+        to_numpy(power_iteration._matvec_in(operand, u)), (matrix @ u[0])[None],
+        rtol=1e-5, atol=1e-5,
+    )
+    np.testing.assert_allclose(
+        to_numpy(power_iteration._matvec_out(operand, v)),
+        (v[0] @ matrix)[None], rtol=1e-5, atol=1e-5,
+    )
+    u_new, v_new = power_iteration.power_iteration(operand, u, v, 300, 1e-12)
+    sigma = power_iteration.sigma_from_vectors(operand, u_new, v_new)
+    assert float(to_numpy(sigma)) == pytest.approx(
+        np.linalg.svd(matrix, compute_uv=False)[0], rel=1e-4
+    )
+
+
+def test_operand_is_the_plain_matrix_when_no_copy_is_needed():
+    rng = np.random.default_rng(1)
+    for shape, axes, blocks in [((3, 3, 4, 5), (-1,), ()),  # Conv2D
+                                ((3, 4, 5), (0,), ())]:  # output axis first
+        view = matrix_view(shape, axes, block_axes=blocks)
+        kernel = rng.standard_normal(shape).astype("float32")
+        operand = power_iteration.to_operand(kernel, view)
+        np.testing.assert_array_equal(
+            to_numpy(operand), to_numpy(power_iteration.to_matrix(kernel, view))
+        )
+
+
+@tensorflow_only
+def test_middle_output_operand_products_under_xla():
+    # Under XLA the u-product takes its two-row GEMM form; same values.
+    import tensorflow as tf
+
+    rng = np.random.default_rng(2)
+    view = matrix_view((2, 3, 4, 5), (2,))
+    kernel = rng.standard_normal((2, 3, 4, 5)).astype("float32")
+    u = _unit(rng.standard_normal((1, 4))).astype("float32")
+    v = _unit(rng.standard_normal((1, 30))).astype("float32")
+
+    @tf.function(jit_compile=True)
+    def products(kernel, u, v):
+        operand = power_iteration.to_operand(kernel, view)
+        return (power_iteration._matvec_in(operand, u),
+                power_iteration._matvec_out(operand, v))
+
+    matrix = np.transpose(kernel, view.permutation).reshape(30, 4)
+    mtu, mv = products(kernel, u, v)
+    np.testing.assert_allclose(mtu.numpy(), (matrix @ u[0])[None], rtol=1e-5,
+                               atol=1e-5)
+    np.testing.assert_allclose(mv.numpy(), (v[0] @ matrix)[None], rtol=1e-5,
+                               atol=1e-5)
