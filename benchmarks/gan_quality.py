@@ -18,7 +18,6 @@ speed, not the computation.
 """
 
 import argparse
-import importlib.util
 import json
 import os
 import pathlib
@@ -32,16 +31,8 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from gan_step_time import load_example  # noqa: E402
 from gan_step_time import machine  # noqa: E402
-
-
-def load_example():
-    spec = importlib.util.spec_from_file_location(
-        "dcgan_example", ROOT / "examples" / "dcgan.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def summarize(values):

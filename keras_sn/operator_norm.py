@@ -32,6 +32,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_sn import power_iteration
+
 _CONV = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
 _TRANSPOSE = (
     keras.layers.Conv1DTranspose,
@@ -302,20 +304,7 @@ def _channels_last(function, kernel, x, operator):
     return ops.moveaxis(function(kernel, x, operator), -1, 1)
 
 
-def _forward(kernel, x, operator):
-    if operator.transpose:
-        return ops.conv_transpose(
-            x,
-            kernel,
-            strides=operator.strides,
-            padding=operator.padding,
-            output_padding=operator.output_padding,
-            data_format="channels_last",
-        )
-    if operator.causal_padding:
-        pads = [[0, 0]] * (operator.rank + 2)
-        pads[1] = [operator.causal_padding, 0]
-        x = ops.pad(x, pads)
+def _conv(x, kernel, operator):
     return ops.conv(
         x,
         kernel,
@@ -325,23 +314,32 @@ def _forward(kernel, x, operator):
     )
 
 
-def _adjoint(kernel, y, operator):
-    if operator.transpose:
-        return ops.conv(
-            y,
-            kernel,
-            strides=operator.strides,
-            padding=operator.padding,
-            data_format="channels_last",
-        )
-    x = ops.conv_transpose(
-        y,
+def _conv_transpose(x, kernel, operator):
+    return ops.conv_transpose(
+        x,
         kernel,
         strides=operator.strides,
         padding=operator.padding,
         output_padding=operator.output_padding,
         data_format="channels_last",
     )
+
+
+def _forward(kernel, x, operator):
+    if operator.transpose:
+        return _conv_transpose(x, kernel, operator)
+    if operator.causal_padding:
+        pads = [[0, 0]] * (operator.rank + 2)
+        pads[1] = [operator.causal_padding, 0]
+        x = ops.pad(x, pads)
+    return _conv(x, kernel, operator)
+
+
+def _adjoint(kernel, y, operator):
+    # A convolution's adjoint is its transpose with the same kernel, and back.
+    if operator.transpose:
+        return _conv(y, kernel, operator)
+    x = _conv_transpose(y, kernel, operator)
     if operator.causal_padding:  # Conv1D only: crop the left padding
         x = x[:, operator.causal_padding:, :]
     return x
@@ -351,10 +349,7 @@ def _normalize(x, epsilon, fallback):
     # One feature map per batch entry (the state has batch size 1): the norm
     # is over all of its axes.
     axes = tuple(range(1, len(x.shape)))
-    squared_norm = ops.sum(ops.square(x), axis=axes, keepdims=True)
-    floor = epsilon * epsilon
-    normalized = x * ops.rsqrt(ops.maximum(squared_norm, floor))
-    return ops.where(squared_norm > floor, normalized, fallback)
+    return power_iteration.l2_normalize(x, epsilon, fallback, axis=axes)
 
 
 def power_iteration_and_sigma(kernel, u, v, operator, iterations, epsilon):

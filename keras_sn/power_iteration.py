@@ -69,8 +69,9 @@ def _middle_output_split(view):
     return math.prod(shape[:first]), math.prod(shape[last + 1:])
 
 
-def l2_normalize(x, epsilon, fallback=None):
-    """Normalizes the rows of `x` (last axis) to unit L2 norm.
+def l2_normalize(x, epsilon, fallback=None, axis=-1):
+    """Normalizes the rows of `x` (along `axis`, an int or a tuple) to unit L2
+    norm.
 
     Computes ``x / max(||x||, epsilon)`` as PyTorch's `F.normalize` does. Where a
     row's norm is at most `epsilon` (an all-zero kernel) and `fallback` is given,
@@ -78,7 +79,7 @@ def l2_normalize(x, epsilon, fallback=None):
     collapses to zero and the iteration can resume once the kernel is non-zero.
     """
     x = ops.convert_to_tensor(x)
-    squared_norm = ops.sum(ops.square(x), axis=-1, keepdims=True)
+    squared_norm = ops.sum(ops.square(x), axis=axis, keepdims=True)
     floor = epsilon * epsilon
     normalized = x * ops.rsqrt(ops.maximum(squared_norm, floor))
     if fallback is None:

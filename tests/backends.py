@@ -1,5 +1,8 @@
 """What differs between the Keras backends, for the tests."""
 
+import os
+import pathlib
+
 import keras
 import numpy as np
 import pytest
@@ -60,3 +63,23 @@ float64_only = pytest.mark.skipif(
 def float64_rtol(exact):
     """`exact` where float64 is computed in float64, else a float32 tolerance."""
     return exact if FLOAT64_IS_EXACT else max(exact, 2e-5)
+
+
+def child_process_env(**overrides):
+    """The environment for a TensorFlow child process of a test.
+
+    CPU only, quiet, the TensorFlow backend, and this repository first on
+    `PYTHONPATH`; `overrides` (e.g. `TF_CONFIG`) are added last.
+    """
+    env = dict(os.environ)
+    root = str(pathlib.Path(__file__).resolve().parents[1])
+    env.update(
+        CUDA_VISIBLE_DEVICES="",
+        TF_CPP_MIN_LOG_LEVEL="2",
+        KERAS_BACKEND="tensorflow",
+        PYTHONPATH=os.pathsep.join(
+            [root] + [p for p in [env.get("PYTHONPATH")] if p]
+        ),
+    )
+    env.update(overrides)
+    return env

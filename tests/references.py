@@ -228,3 +228,17 @@ def copy_with_weights(layer, weights, input_shape):
     twin.build(input_shape)
     twin.set_weights(weights)
     return twin
+
+
+def central_differences(function, kernel, step=1e-6):
+    """d function / d kernel by central differences, one entry at a time.
+
+    `function` maps a numpy kernel to a float; use it in float64.
+    """
+    grad = np.zeros_like(kernel)
+    for index in np.ndindex(kernel.shape):
+        plus, minus = kernel.copy(), kernel.copy()
+        plus[index] += step
+        minus[index] -= step
+        grad[index] = (function(plus) - function(minus)) / (2 * step)
+    return grad

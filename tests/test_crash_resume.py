@@ -25,6 +25,7 @@ import time
 import numpy as np
 import pytest
 
+from backends import child_process_env
 from backends import tensorflow_only
 
 # The children run TensorFlow with op determinism, whatever the backend.
@@ -49,19 +50,6 @@ KILL_AT = (2, 4)  # (epoch, batch), 0-based: batch 16 of 24 has just ended
 WAVE_TIMEOUT_S = 300
 
 
-def _env():
-    env = dict(os.environ)
-    env.update(
-        CUDA_VISIBLE_DEVICES="",
-        TF_CPP_MIN_LOG_LEVEL="2",
-        KERAS_BACKEND="tensorflow",
-        PYTHONPATH=os.pathsep.join(
-            [str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p]
-        ),
-    )
-    return env
-
-
 class _Child:
     """A `crash_resume_child.py` process in its own process group."""
 
@@ -72,7 +60,7 @@ class _Child:
             self.process = subprocess.Popen(
                 [sys.executable, str(TESTS / "crash_resume_child.py"),
                  mode, str(directory), *map(str, args)],
-                env=_env(), cwd=str(ROOT), stdout=out,
+                env=child_process_env(), cwd=str(ROOT), stdout=out,
                 stderr=subprocess.STDOUT, start_new_session=True,
             )
 

@@ -15,6 +15,7 @@ from backends import gradients
 from backends import to_numpy
 from references import output_axis_matrix
 from references import reference_sigma
+from references import central_differences
 
 pytestmark = float64_only  # finite differences need float64
 
@@ -40,16 +41,6 @@ def _tape_gradient(layer, x, r, training):
     return gradients(lambda: _loss(layer(x, training=training), r), [kernel])[0]
 
 
-def _central_differences(function, kernel, step=1e-6):
-    grad = np.zeros_like(kernel)
-    for index in np.ndindex(kernel.shape):
-        plus, minus = kernel.copy(), kernel.copy()
-        plus[index] += step
-        minus[index] -= step
-        grad[index] = (function(plus) - function(minus)) / (2 * step)
-    return grad
-
-
 def test_inference_gradient_matches_finite_differences_for_fixed_u_v():
     # With u, v fixed (inference) the function is exactly L(W / (uᵀ M v)).
     layer = _float64_wrapper(
@@ -63,7 +54,7 @@ def test_inference_gradient_matches_finite_differences_for_fixed_u_v():
         layer.layer.kernel.assign(k)
         return float(_loss(layer(x, training=False), r))
 
-    numeric = _central_differences(loss_at, kernel)
+    numeric = central_differences(loss_at, kernel)
     layer.layer.kernel.assign(kernel)
     analytic = _tape_gradient(layer, x, r, training=False)
     np.testing.assert_allclose(analytic, numeric, rtol=1e-7, atol=1e-9)
@@ -104,7 +95,7 @@ def test_training_gradient_matches_finite_differences_of_true_sn(
         plain.kernel.assign(k / sigma)
         return float(_loss(plain(x), r))
 
-    numeric = _central_differences(loss_at, kernel)
+    numeric = central_differences(loss_at, kernel)
     analytic = _tape_gradient(layer, x, r, training=True)
     np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8)
 
@@ -129,7 +120,7 @@ def test_grouped_conv_gradient_flows_only_through_the_largest_block():
         plain.kernel.assign(k / sigma)
         return float(_loss(plain(x), r))
 
-    numeric = _central_differences(loss_at, kernel)
+    numeric = central_differences(loss_at, kernel)
     analytic = _tape_gradient(layer, x, r, training=True)
     np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8)
 
@@ -177,6 +168,6 @@ def test_substituted_weight_gradient_matches_finite_differences_of_true_sn():
         y = np.tanh(x) @ w_sn.T
         return float(np.sum((y + y ** 3 / 3.0) * r))
 
-    numeric = _central_differences(loss_at, to_numpy(layer.layer.w))
+    numeric = central_differences(loss_at, to_numpy(layer.layer.w))
     analytic = _tape_gradient(layer, x, r, training=True)
     np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8)

@@ -21,6 +21,7 @@ import pytest
 
 import gan_step
 import multi_worker_child
+from backends import child_process_env
 from backends import tensorflow_only
 
 pytestmark = tensorflow_only
@@ -60,19 +61,9 @@ def _free_ports(count):
 
 
 def _worker_env(cluster, index):
-    env = dict(os.environ)
-    env.update(
-        TF_CONFIG=json.dumps(
-            {"cluster": cluster, "task": {"type": "worker", "index": index}}
-        ),
-        CUDA_VISIBLE_DEVICES="",
-        TF_CPP_MIN_LOG_LEVEL="2",
-        KERAS_BACKEND="tensorflow",
-        PYTHONPATH=os.pathsep.join(
-            [str(ROOT)] + [p for p in [env.get("PYTHONPATH")] if p]
-        ),
-    )
-    return env
+    return child_process_env(TF_CONFIG=json.dumps(
+        {"cluster": cluster, "task": {"type": "worker", "index": index}}
+    ))
 
 
 def _tail(path, lines=40):

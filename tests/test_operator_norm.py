@@ -15,6 +15,7 @@ import keras_sn
 from backends import gradients
 from backends import tensorflow_only
 from backends import to_numpy
+from references import central_differences
 from keras_sn import operator_norm
 
 
@@ -260,16 +261,6 @@ def test_inference_equals_the_last_training_call_and_changes_no_state():
     np.testing.assert_allclose(norm, 1.0, rtol=1e-6)
 
 
-def _central_differences(function, kernel, step=1e-6):
-    grad = np.zeros_like(kernel)
-    for index in np.ndindex(kernel.shape):
-        plus, minus = kernel.copy(), kernel.copy()
-        plus[index] += step
-        minus[index] -= step
-        grad[index] = (function(plus) - function(minus)) / (2 * step)
-    return grad
-
-
 @pytest.mark.parametrize(
     "make, input_shape",
     [
@@ -308,7 +299,7 @@ def test_training_gradient_matches_finite_differences_of_true_operator_sn(
         plain.kernel.assign(k / sigma)
         return float(loss(plain(x)))
 
-    numeric = _central_differences(loss_at, kernel)
+    numeric = central_differences(loss_at, kernel)
     (analytic,) = gradients(lambda: loss(layer(x, training=True)),
                             [layer.layer.kernel])
     np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-7)

@@ -17,6 +17,7 @@ from backends import tensorflow_only
 from backends import to_numpy
 from references import output_axis_matrix
 from references import reference_sigma
+from references import central_differences
 
 
 def _dense(units=4, inputs=6, kernel_sigma=None, **options):
@@ -155,16 +156,6 @@ def test_mixed_precision_target_norm():
     assert all(w.dtype == "float32" for w in layer.weights)
 
 
-def _central_differences(function, kernel, step=1e-6):
-    grad = np.zeros_like(kernel)
-    for index in np.ndindex(kernel.shape):
-        plus, minus = kernel.copy(), kernel.copy()
-        plus[index] += step
-        minus[index] -= step
-        grad[index] = (function(plus) - function(minus)) / (2 * step)
-    return grad
-
-
 @pytest.mark.parametrize(
     "options",
     [{"target_norm": 2.0}, {"target_norm": 0.5, "shrink_only": True},
@@ -196,7 +187,7 @@ def test_training_gradient_matches_finite_differences(options):
         y = x @ (k * target / sigma) + bias
         return float(np.sum((y + y ** 3 / 3.0) * r))
 
-    numeric = _central_differences(loss_at, kernel)
+    numeric = central_differences(loss_at, kernel)
     (analytic,) = gradients(
         lambda: _loss(layer(x, training=True), r), [inner.kernel]
     )
