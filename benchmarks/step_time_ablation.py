@@ -82,7 +82,8 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--mode", choices=["train", "infer"], default="train")
     parser.add_argument("--jit", choices=["on", "off"], default="off")
-    parser.add_argument("--variants", default=",".join(VARIANTS[:3] + VARIANTS[4:6]),
+    parser.add_argument("--variants",
+                        default="plain,floor,keras_sn,sn_noupdate,sn_nosigmagrad",
                         help="comma-separated, from: " + ", ".join(VARIANTS))
     parser.add_argument("--clock", choices=sorted(step_time.CLOCKS),
                         default="wall")
