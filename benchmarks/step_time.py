@@ -109,11 +109,14 @@ def _inputs(model_name, batch, rng):
     return tf.constant(rng.standard_normal((batch, 128)), tf.float32)
 
 
-def _floor_work(model, mode):
+def _floor_work(model, mode, exact=False):
     """The products of one power step (or of sigma) on every kernel.
 
     Returns a scalar that depends on all of them, so no graph optimizer can
-    prune them.
+    prune them. With `exact` (training), the scalar also carries every
+    kernel's ``sigma = uᵀ M v`` with its gradient, scaled by a tiny factor:
+    differentiated, it adds eq. 12's rank-one term ``v uᵀ`` to each kernel's
+    gradient, which an exact spectral normalization cannot avoid either.
     """
     from keras_sn import power_iteration
 
@@ -130,17 +133,22 @@ def _floor_work(model, mode):
         v = tf.ones((1, d_in)) / d_in ** 0.5
         if mode == "infer":
             total += tf.reduce_sum(power_iteration._matvec_out(matrix, v))
+        elif exact:
+            sigma, _, _ = power_iteration.power_iteration_and_sigma(
+                matrix, u, v, 1, 1e-12)
+            total += 1e-12 * sigma
         else:
             u, v = power_iteration.power_iteration(matrix, u, v, 1, 1e-12)
             total += tf.reduce_sum(u) + tf.reduce_sum(v)
     return total
 
 
-def make_step(model, mode, jit_compile, floor=False):
+def make_step(model, mode, jit_compile, floor=False, exact_floor=False):
     """A compiled training step (forward, backward, Adam) or inference call.
 
     With `floor`, the step also runs the unavoidable products of spectral
-    normalization on the unwrapped kernels (see `FLOOR`).
+    normalization on the unwrapped kernels (see `FLOOR`); with `exact_floor`
+    (training), also the rank-one gradient term of sigma (see `_floor_work`).
     """
     if mode == "infer":
         def infer(x):
@@ -158,6 +166,8 @@ def make_step(model, mode, jit_compile, floor=False):
         with tf.GradientTape() as tape:
             y = model(x, training=True)
             loss = tf.reduce_mean(tf.nn.relu(1.0 - y))  # hinge, as for D
+            if exact_floor:
+                loss += _floor_work(model, mode, exact=True)
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return loss + 0.0 * extra

@@ -4,6 +4,9 @@ Times the networks of `step_time.py` (interleaved rounds in one process, the
 median of the per-round ratio to `plain`) in these variants:
 
 - `plain`, `floor`, `keras_sn`, `keras`: as in `step_time.py`;
+- `floor_exact` (training): `floor` plus eq. 12's rank-one term ``v uᵀ``
+  added to each kernel's gradient, the least an exact spectral
+  normalization must add to a step;
 - `sn_noupdate`: `keras_sn` without the power step in training (sigma from
   the stored vectors, still with its gradient);
 - `sn_nosigmagrad`: `keras_sn` with sigma held constant in the backward pass
@@ -34,7 +37,7 @@ import keras_sn  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import step_time  # noqa: E402
 
-VARIANTS = ("plain", "floor", "keras_sn", "keras", "sn_noupdate",
+VARIANTS = ("plain", "floor", "floor_exact", "keras_sn", "keras", "sn_noupdate",
             "sn_nosigmagrad", "sn_kernelpath", "sn_inputpath")
 
 
@@ -65,12 +68,13 @@ def build_step(model_name, variant, mode, jit_compile):
     build = (step_time.discriminator if model_name == "discriminator"
              else step_time.generator)
     base = variant if variant in ("plain", "keras") else "keras_sn"
-    if variant == "floor":
+    if variant in ("floor", "floor_exact"):
         base = "plain"
     model = build(base)
     _ablate(model, variant)
     return step_time.make_step(model, mode, jit_compile,
-                               floor=variant == "floor")
+                               floor=variant == "floor",
+                               exact_floor=variant == "floor_exact")
 
 
 def main(argv=None):
