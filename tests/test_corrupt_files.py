@@ -41,8 +41,6 @@ def _functional():
 
 MODELS = {"sequential": _sequential, "functional": _functional}
 X = np.random.default_rng(0).standard_normal((8, 6)).astype("float32")
-# One pytest-xdist worker runs this module: its module fixture is built once.
-pytestmark = pytest.mark.xdist_group("corrupt_files")
 
 
 @pytest.fixture(scope="module", params=sorted(MODELS))

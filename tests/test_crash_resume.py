@@ -29,8 +29,7 @@ from backends import child_process_env
 from backends import tensorflow_only
 
 # The children run TensorFlow with op determinism, whatever the backend.
-# One pytest-xdist worker runs this module: its module fixture is built once.
-pytestmark = [tensorflow_only, pytest.mark.xdist_group("crash_resume")]
+pytestmark = tensorflow_only
 
 TESTS = pathlib.Path(__file__).resolve().parent
 ROOT = TESTS.parent

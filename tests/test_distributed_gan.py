@@ -18,8 +18,7 @@ import keras_sn
 from backends import tensorflow_only
 from keras_sn import power_iteration
 
-# One pytest-xdist worker runs this module: its module fixture is built once.
-pytestmark = [tensorflow_only, pytest.mark.xdist_group("distributed_gan")]
+pytestmark = tensorflow_only
 
 GLOBAL_BATCH = 8
 # Train steps: eager `strategy.run` runs the replicas in Python threads and

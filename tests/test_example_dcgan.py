@@ -26,14 +26,10 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "dcgan.py"
 
 # The example uses tf.data, tf.GradientTape and SavedModel export.
-# One pytest-xdist worker runs this module: its module fixture is built once.
-pytestmark = [
-    pytest.mark.skipif(
-        keras.backend.backend() != "tensorflow",
-        reason="examples/dcgan.py needs the TensorFlow backend",
-    ),
-    pytest.mark.xdist_group("example_dcgan"),
-]
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow",
+    reason="examples/dcgan.py needs the TensorFlow backend",
+)
 
 
 @pytest.fixture(scope="module")
