@@ -12,6 +12,7 @@ from keras import ops
 import keras_sn
 from backends import float64_only
 from backends import gradients
+from backends import tensorflow_only
 from backends import to_numpy
 from references import output_axis_matrix
 from references import reference_sigma
@@ -170,4 +171,48 @@ def test_substituted_weight_gradient_matches_finite_differences_of_true_sn():
 
     numeric = central_differences(loss_at, to_numpy(layer.layer.w))
     analytic = _tape_gradient(layer, x, r, training=True)
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8)
+
+
+@tensorflow_only  # nested tapes; the other backends nest differently
+@pytest.mark.parametrize(
+    "make, input_shape, output_axis",
+    [
+        (lambda: keras.layers.Dense(3, dtype="float64"), (5, 4), -1),
+        (lambda: keras.layers.Conv2DTranspose(2, 2, strides=2, dtype="float64"),
+         (2, 3, 3, 3), -2),
+    ],
+    ids=["dense", "conv2d_transpose"],
+)
+def test_gradient_penalty_gradient_matches_finite_differences_of_true_sn(
+    make, input_shape, output_axis
+):
+    # WGAN-GP with SN differentiates the input gradient again: sigma's
+    # (custom) gradient must itself be differentiable.
+    import tensorflow as tf
+
+    layer = _float64_wrapper(make(), input_shape, power_iterations=50)
+    rng = np.random.default_rng(4)
+    x = tf.constant(rng.standard_normal(input_shape))
+    r = rng.standard_normal(layer.compute_output_shape(input_shape))
+    kernel = to_numpy(layer.layer.kernel)
+    plain = make()
+    plain.build(input_shape)
+    plain.set_weights(layer.layer.get_weights())
+
+    def penalty(run):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = _loss(run(x), r)
+        return tf.reduce_sum(tf.square(tape.gradient(loss, x)))
+
+    def penalty_at(k):
+        sigma = reference_sigma(output_axis_matrix(k, output_axis))
+        plain.kernel.assign(k / sigma)
+        return float(penalty(plain))
+
+    numeric = central_differences(penalty_at, kernel)
+    with tf.GradientTape() as tape:
+        value = penalty(lambda inputs: layer(inputs, training=True))
+    analytic = to_numpy(tape.gradient(value, layer.layer.kernel))
     np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8)
