@@ -195,7 +195,7 @@ def power_iteration_and_sigma(matrix, u, v, iterations, epsilon):
     matrix = ops.convert_to_tensor(matrix)
     u, v = power_iteration(matrix, u, v, iterations - 1, epsilon)
     v = ops.stop_gradient(right_vector(matrix, u, v, epsilon))
-    mv = ops.stop_gradient(_matvec_out(ops.stop_gradient(matrix), v))
+    mv = _matvec_out(ops.stop_gradient(matrix), v)  # σ's gradient: below
     u = ops.stop_gradient(l2_normalize(mv, epsilon, fallback=u))
     return _largest(_block_sigmas(matrix, u, v, mv)), u, v
 
@@ -203,7 +203,7 @@ def power_iteration_and_sigma(matrix, u, v, iterations, epsilon):
 def sigma_from_vectors(matrix, u, v):
     """``uᵀ M v`` (largest over blocks) from given vectors, no iteration."""
     matrix, u, v = (ops.convert_to_tensor(t) for t in (matrix, u, v))
-    mv = ops.stop_gradient(_matvec_out(ops.stop_gradient(matrix), v))
+    mv = _matvec_out(ops.stop_gradient(matrix), v)  # σ's gradient: below
     return _largest(_block_sigmas(matrix, u, v, mv))
 
 

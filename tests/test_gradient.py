@@ -42,6 +42,20 @@ def _tape_gradient(layer, x, r, training):
     return gradients(lambda: _loss(layer(x, training=training), r), [kernel])[0]
 
 
+def _true_sn_layer(make, layer, input_shape, output_axis):
+    """`run_at(k)`: an unwrapped copy of `layer` set to `k / sigma_SVD(k)`."""
+    plain = make()
+    plain.build(input_shape)
+    plain.set_weights(layer.layer.get_weights())
+
+    def run_at(k):
+        sigma = reference_sigma(output_axis_matrix(k, output_axis))
+        plain.kernel.assign(k / sigma)
+        return plain
+
+    return run_at
+
+
 def test_inference_gradient_matches_finite_differences_for_fixed_u_v():
     # With u, v fixed (inference) the function is exactly L(W / (uᵀ M v)).
     layer = _float64_wrapper(
@@ -87,14 +101,10 @@ def test_training_gradient_matches_finite_differences_of_true_sn(
     x = rng.standard_normal(input_shape)
     r = rng.standard_normal(layer.compute_output_shape(input_shape))
     kernel = to_numpy(layer.layer.kernel)
-    plain = make()
-    plain.build(input_shape)
-    plain.set_weights(layer.layer.get_weights())
+    run_at = _true_sn_layer(make, layer, input_shape, output_axis)
 
     def loss_at(k):
-        sigma = reference_sigma(output_axis_matrix(k, output_axis))
-        plain.kernel.assign(k / sigma)
-        return float(_loss(plain(x), r))
+        return float(_loss(run_at(k)(x), r))
 
     numeric = central_differences(loss_at, kernel)
     analytic = _tape_gradient(layer, x, r, training=True)
@@ -196,9 +206,7 @@ def test_gradient_penalty_gradient_matches_finite_differences_of_true_sn(
     x = tf.constant(rng.standard_normal(input_shape))
     r = rng.standard_normal(layer.compute_output_shape(input_shape))
     kernel = to_numpy(layer.layer.kernel)
-    plain = make()
-    plain.build(input_shape)
-    plain.set_weights(layer.layer.get_weights())
+    run_at = _true_sn_layer(make, layer, input_shape, output_axis)
 
     def penalty(run):
         with tf.GradientTape() as tape:
@@ -207,9 +215,7 @@ def test_gradient_penalty_gradient_matches_finite_differences_of_true_sn(
         return tf.reduce_sum(tf.square(tape.gradient(loss, x)))
 
     def penalty_at(k):
-        sigma = reference_sigma(output_axis_matrix(k, output_axis))
-        plain.kernel.assign(k / sigma)
-        return float(penalty(plain))
+        return float(penalty(run_at(k)))
 
     numeric = central_differences(penalty_at, kernel)
     with tf.GradientTape() as tape:
