@@ -199,23 +199,33 @@ def test_operand_is_the_plain_matrix_when_no_copy_is_needed():
 
 
 @tensorflow_only
-def test_middle_output_operand_products_under_xla():
-    # Under XLA the u-product takes its two-row GEMM form; same values.
+@pytest.mark.parametrize("jit_compile", [True, False])
+@pytest.mark.parametrize(
+    "kernel_shape, output_axes",
+    [((2, 3, 4, 5), (2,)), ((2, 2, 3, 4, 2), (3,)), ((3, 4, 5, 6), (1, 2))],
+)
+def test_middle_output_operand_products_in_compiled_functions(
+        kernel_shape, output_axes, jit_compile):
+    # Traced for XLA, the products take their transposed-dot and two-row GEMM
+    # forms; traced for TensorFlow's kernels, one 2-D product per slice. Both
+    # must equal the explicit matrix's products.
     import tensorflow as tf
 
     rng = np.random.default_rng(2)
-    view = matrix_view((2, 3, 4, 5), (2,))
-    kernel = rng.standard_normal((2, 3, 4, 5)).astype("float32")
-    u = _unit(rng.standard_normal((1, 4))).astype("float32")
-    v = _unit(rng.standard_normal((1, 30))).astype("float32")
+    view = matrix_view(kernel_shape, output_axes)
+    kernel = rng.standard_normal(kernel_shape).astype("float32")
+    u = _unit(rng.standard_normal((1, view.d_out))).astype("float32")
+    v = _unit(rng.standard_normal((1, view.d_in))).astype("float32")
 
-    @tf.function(jit_compile=True)
+    @tf.function(jit_compile=jit_compile)
     def products(kernel, u, v):
         operand = power_iteration.to_operand(kernel, view)
+        assert len(operand.shape) == 4
         return (power_iteration._matvec_in(operand, u),
                 power_iteration._matvec_out(operand, v))
 
-    matrix = np.transpose(kernel, view.permutation).reshape(30, 4)
+    matrix = np.transpose(kernel, view.permutation).reshape(view.d_in,
+                                                            view.d_out)
     mtu, mv = products(kernel, u, v)
     np.testing.assert_allclose(mtu.numpy(), (matrix @ u[0])[None], rtol=1e-5,
                                atol=1e-5)
