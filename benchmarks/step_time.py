@@ -17,8 +17,9 @@ Variants are interleaved in rounds inside one process (the order is shuffled
 each round), so machine noise hits all of them alike; each round times
 `--steps` consecutive steps per variant. Reported: the median over rounds of
 ms per step, and the median over rounds of the per-round ratio to `plain`.
-Peak memory is TensorFlow's allocator peak during one step
-(`tf.config.experimental.get_memory_info`), minus the memory in use before it.
+Peak memory is TensorFlow's allocator peak during one steady-state step
+(`tf.config.experimental.get_memory_info`), minus the memory in use before it
+(the median of three steps, after two untimed ones).
 
 If PyTorch is installed, the same networks with
 `torch.nn.utils.parametrizations.spectral_norm` (eager) are timed the same
@@ -180,12 +181,22 @@ def _sync(result):
     return float(tf.reduce_sum(tf.cast(result, tf.float32)))
 
 
-def peak_memory_bytes(step, x):
+def peak_memory_bytes(step, x, warm_steps=2, repeats=3):
+    """The allocator's peak during one steady-state step, minus the memory in
+    use before it: the median of `repeats` steps after `warm_steps` untimed
+    ones (measured right after tracing, a step's peak varied by up to 17 MiB
+    with what the compilation left in the allocator)."""
     device = "CPU:0" if not tf.config.list_physical_devices("GPU") else "GPU:0"
-    tf.config.experimental.reset_memory_stats(device)
-    before = tf.config.experimental.get_memory_info(device)["current"]
-    _sync(step(x))
-    return tf.config.experimental.get_memory_info(device)["peak"] - before
+    for _ in range(warm_steps):
+        _sync(step(x))
+    peaks = []
+    for _ in range(repeats):
+        tf.config.experimental.reset_memory_stats(device)
+        before = tf.config.experimental.get_memory_info(device)["current"]
+        _sync(step(x))
+        peaks.append(
+            tf.config.experimental.get_memory_info(device)["peak"] - before)
+    return statistics.median(peaks)
 
 
 # ---------------------------------------------------------------------------

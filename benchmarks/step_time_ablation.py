@@ -12,14 +12,18 @@ median of the per-round ratio to `plain`) in these variants:
 - `sn_nosigmagrad`: `keras_sn` with sigma held constant in the backward pass
   (no eq. 12 rank-one term);
 - `sn_kernelpath` / `sn_inputpath`: `keras_sn` forced to scale the kernel,
-  or the inputs, in every layer.
+  or the inputs, in every layer;
+- `sn_batched`: `keras_sn` with the products on transposed-conv kernels in
+  one batched form on every runtime (PyTorch's), instead of the form each
+  runtime runs fastest (`power_iteration._compiler`).
 
 The `sn_*` variants change private methods of the wrapper for the
 measurement only; they are not options of the package.
 
 Usage (the README's ablation):
-    python benchmarks/step_time_ablation.py --model generator --batch 4 \\
-        --mode train --jit off --clock cpu --rounds 12
+    python benchmarks/step_time_ablation.py --model discriminator --batch 4 \\
+        --mode train --jit off --clock cpu --rounds 15 \\
+        --variants plain,floor,floor_exact,keras_sn,keras,sn_nosigmagrad
 """
 
 import argparse
@@ -33,17 +37,31 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_sn  # noqa: E402
+from keras_sn import power_iteration  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import step_time  # noqa: E402
 
 VARIANTS = ("plain", "floor", "floor_exact", "keras_sn", "keras", "sn_noupdate",
-            "sn_nosigmagrad", "sn_kernelpath", "sn_inputpath")
+            "sn_nosigmagrad", "sn_kernelpath", "sn_inputpath", "sn_batched")
 
 
 def _wrappers(model):
     return [layer for layer in model.layers
             if isinstance(layer, keras_sn.SpectralNormalization)]
+
+
+def _with_batched_products(function):
+    """`function`, traced with the transposed-conv products in their batched
+    form (`power_iteration._compiler` answering "other") on every runtime."""
+    def traced(*args):
+        runtime = power_iteration._compiler
+        power_iteration._compiler = lambda: "other"
+        try:
+            return function(*args)
+        finally:
+            power_iteration._compiler = runtime
+    return traced
 
 
 def _ablate(model, variant):
@@ -57,6 +75,9 @@ def _ablate(model, variant):
                 (state, kernel, tf.stop_gradient(sigma))
                 for state, kernel, sigma in sigmas(layer, update)
             ]
+        elif variant == "sn_batched":
+            layer._sigmas = _with_batched_products(
+                lambda update, layer=layer: sigmas(layer, update))
         elif variant == "sn_kernelpath":
             layer._scale_inputs = False
         elif variant == "sn_inputpath":
