@@ -158,8 +158,8 @@ def _slices(tensor):
 
     TensorFlow's CPU kernels read a stack of matrices through n 2-D
     matrix-vector products (split along the major axis, no copy) about 2x
-    faster than through one batched product, whose per-matrix products are
-    too small to keep its threads busy.
+    faster than through one batched product (measured on a 2-core CPU for an
+    8 MB `Conv2DTranspose` kernel; not measured on a GPU).
     """
     return ops.unstack(tensor, axis=0)
 
