@@ -134,7 +134,7 @@ def _matvec_out(matrix, v):
                 [ops.matmul(part, column) for part, column
                  in zip(_slices(slices), _slices(columns))]
             )
-        else:
+        else:  # XLA and PyTorch run this batched product at speed
             products = ops.matmul(slices, columns)
         return ops.reshape(ops.sum(products, axis=0), (1, d_out))
     blocks, d_in, d_out = matrix.shape
