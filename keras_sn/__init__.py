@@ -5,6 +5,7 @@ from keras_sn import weights
 from keras_sn.exact_norm import spectral_norm
 from keras_sn.model_tools import apply
 from keras_sn.model_tools import strip
+from keras_sn.model_tools import wrapped_layers
 from keras_sn.report import report
 from keras_sn.spectral_normalization import SpectralNormalization
 
@@ -18,5 +19,6 @@ __all__ = [
     "spectral_norm",
     "strip",
     "weights",
+    "wrapped_layers",
     "__version__",
 ]

@@ -8,7 +8,8 @@ import keras_sn
 def test_all_is_pinned():
     assert sorted(keras_sn.__all__) == sorted(
         ["SpectralNormalization", "apply", "callbacks", "report",
-         "spectral_norm", "strip", "weights", "__version__"]
+         "spectral_norm", "strip", "weights", "wrapped_layers",
+         "__version__"]
     )
     for name in keras_sn.__all__:
         assert hasattr(keras_sn, name)
