@@ -99,7 +99,7 @@ def train(*, epochs=3, seed=0, batch_size=64, verbose=0):
 def conv_norms(model):
     """[(name, input shape, reshape sigma, operator sigma)] of the raw kernels."""
     rows = []
-    for wrapper in keras_sn.model_tools.wrapped_layers(model):
+    for wrapper in keras_sn.wrapped_layers(model):
         if not isinstance(wrapper.layer, keras.layers.Conv2D):
             continue
         input_shape = tuple(wrapper.get_build_config()["input_shape"])

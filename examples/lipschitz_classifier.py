@@ -135,7 +135,7 @@ def empirical_lipschitz(model, x, pairs=2000, seed=0):
 
 def reestimate(model):
     """Converges every wrapper's sigma estimate on the trained weights."""
-    for layer in keras_sn.model_tools.wrapped_layers(model):
+    for layer in keras_sn.wrapped_layers(model):
         layer.reestimate()
 
 

@@ -5,7 +5,8 @@ import numbers
 import keras
 from keras import ops
 
-from keras_sn import model_tools
+from keras_sn import _compat
+from keras_sn._src import model_tools
 
 
 class SigmaLogger(keras.callbacks.Callback):
@@ -83,21 +84,12 @@ class SigmaLogger(keras.callbacks.Callback):
     def _write(self, values, step):
         if self.log_dir is None:
             return
-        import tensorflow as tf
-
+        tf = _compat.require_tensorflow("`SigmaLogger(log_dir=...)`")
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(self.log_dir)
         with self._writer.as_default():
             for tag, value in values.items():
-                # What `tf.summary.scalar` writes, without needing the
-                # `tensorboard` package installed: a float32 scalar tagged
-                # for TensorBoard's scalars plugin.
-                tf.summary.write(
-                    tag,
-                    tf.constant(value, tf.float32),
-                    step=step,
-                    metadata=_scalar_metadata(),
-                )
+                tf.summary.scalar(tag, value, step=step)
         self._writer.flush()
 
     def on_train_begin(self, logs=None):
@@ -119,14 +111,3 @@ class SigmaLogger(keras.callbacks.Callback):
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-
-
-def _scalar_metadata():
-    from tensorflow.core.framework import summary_pb2
-
-    # TensorBoard's scalars plugin, ScalarPluginData version 0 (empty).
-    return summary_pb2.SummaryMetadata(
-        plugin_data=summary_pb2.SummaryMetadata.PluginData(
-            plugin_name="scalars", content=b""
-        )
-    )

@@ -16,7 +16,7 @@ from keras import ops
 import gan_step
 import keras_sn
 from backends import tensorflow_only
-from keras_sn import power_iteration
+from keras_sn._src import power_iteration
 
 pytestmark = tensorflow_only
 

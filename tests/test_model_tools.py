@@ -72,7 +72,7 @@ MODELS = {"sequential": _sequential, "functional": _functional}
 
 
 def _wrapper(model, name):
-    for layer in keras_sn.model_tools.wrapped_layers(model):
+    for layer in keras_sn.wrapped_layers(model):
         if layer.name == name:
             return layer
     raise KeyError(name)
@@ -85,13 +85,13 @@ def test_apply_wraps_the_table_layers_and_keeps_the_weights(kind):
     before = [to_numpy(w).copy() for w in model.weights]
     wrapped = keras_sn.apply(model)
     assert type(wrapped) is type(model)
-    names = {layer.name for layer in keras_sn.model_tools.wrapped_layers(
+    names = {layer.name for layer in keras_sn.wrapped_layers(
         wrapped)}
     expected = ({"conv", "hidden", "out"} if kind == "sequential"
                 else {"conv_a", "up", "emb", "head"})
     assert names == expected
     assert isinstance(wrapped.get_layer(sorted(expected)[0]), SN)
-    for wrapper in keras_sn.model_tools.wrapped_layers(wrapped):
+    for wrapper in keras_sn.wrapped_layers(wrapped):
         original = model.get_layer(wrapper.name) if kind == "sequential" or (
             wrapper.name != "up") else model.get_layer("block").get_layer("up")
         for mine, theirs in zip(wrapper.layer.weights, original.weights):
@@ -136,7 +136,7 @@ def test_apply_with_a_predicate_and_options():
         power_iterations=2, target_norm=0.5,
     )
     assert [layer.name for layer in
-            keras_sn.model_tools.wrapped_layers(wrapped)] == ["conv"]
+            keras_sn.wrapped_layers(wrapped)] == ["conv"]
     conv = wrapped.get_layer("conv")
     assert (conv.power_iterations, conv.target_norm) == (2, 0.5)
     assert isinstance(wrapped.get_layer("hidden"), keras.layers.Dense)
@@ -145,7 +145,7 @@ def test_apply_with_a_predicate_and_options():
 def test_apply_operator_method_applies_to_convolutions_only():
     wrapped = keras_sn.apply(_functional(), method="operator")
     methods = {layer.name: layer.method for layer in
-               keras_sn.model_tools.wrapped_layers(wrapped)}
+               keras_sn.wrapped_layers(wrapped)}
     assert methods == {"conv_a": "operator", "up": "operator",
                        "emb": "reshape", "head": "reshape"}
 
@@ -191,7 +191,7 @@ def test_strip_bakes_in_the_normalized_weights(kind, options):
     wrapped = keras_sn.apply(model, **options)
     x = _train(wrapped)  # u, v and the weights move off their first values
     plain = keras_sn.strip(wrapped)
-    assert keras_sn.model_tools.wrapped_layers(plain) == []
+    assert keras_sn.wrapped_layers(plain) == []
     assert "keras_sn" not in json.dumps(
         keras.saving.serialize_keras_object(plain)
     )

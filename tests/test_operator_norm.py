@@ -16,7 +16,8 @@ from backends import gradients
 from backends import tensorflow_only
 from backends import to_numpy
 from references import central_differences
-from keras_sn import operator_norm
+from keras_sn._src import conv_operator
+from keras_sn._src import spectral_norm as analysis
 
 
 # The grid: Conv1D/2D and Conv2DTranspose, 'same' and 'valid',
@@ -129,14 +130,14 @@ def test_adjoint_identity(case_id):
     # <A x, y> = <x, Aᵀ y> in float64, for random x and y.
     layer, _ = _wrapped(case_id)
     operator = _operator(layer)
-    kernel = operator_norm.dense_kernel(
+    kernel = conv_operator.dense_kernel(
         keras.ops.cast(layer.layer.kernel, "float64"), operator
     )
     rng = np.random.default_rng(0)
     x = rng.standard_normal((2,) + operator.input_shape)
     y = rng.standard_normal((2,) + operator.output_shape)
-    ax = to_numpy(operator_norm.forward(kernel, x, operator))
-    aty = to_numpy(operator_norm.adjoint(kernel, y, operator))
+    ax = to_numpy(conv_operator.forward(kernel, x, operator))
+    aty = to_numpy(conv_operator.adjoint(kernel, y, operator))
     assert ax.shape == y.shape and aty.shape == x.shape
     np.testing.assert_allclose(np.sum(ax * y), np.sum(x * aty), rtol=1e-10)
 
@@ -147,14 +148,14 @@ def test_forward_is_the_layers_convolution(case_id):
     operator = _operator(layer)
     x = np.random.default_rng(1).standard_normal((2,) + input_shape)
     x = x.astype("float32")
-    kernel = operator_norm.dense_kernel(layer.layer.kernel, operator)
+    kernel = conv_operator.dense_kernel(layer.layer.kernel, operator)
     bias = to_numpy(layer.layer.bias)  # zeros at init, but be exact
     expected = to_numpy(layer.layer(x)) - (
         bias if operator.data_format == "channels_last"
         else bias.reshape((-1,) + (1,) * operator.rank)
     )
     np.testing.assert_allclose(
-        to_numpy(operator_norm.forward(kernel, x, operator)), expected,
+        to_numpy(conv_operator.forward(kernel, x, operator)), expected,
         rtol=1e-5, atol=1e-5,
     )
 
@@ -192,7 +193,7 @@ def test_exact_operator_norm_matches_the_dense_reference(case_id):
         layer.layer, method="operator", input_shape=input_shape
     )
     np.testing.assert_allclose(exact, reference, rtol=1e-9)
-    lanczos = operator_norm.exact_operator_norm(
+    lanczos = analysis.exact_operator_norm(
         layer.layer.kernel, _operator(layer), max_dense_dim=0
     )
     assert lanczos.how == "lanczos"

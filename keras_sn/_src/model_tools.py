@@ -7,15 +7,26 @@ weights, so the original model is left untouched.
 
 import keras
 
-from keras_sn import operator_norm
 from keras_sn import weights as weights_lib
-from keras_sn.spectral_normalization import SpectralNormalization
+from keras_sn._src import conv_operator
+from keras_sn._src.spectral_normalization import SpectralNormalization
 
 
 def wrapped_layers(model):
     """The `SpectralNormalization` layers of `model`, nested models included.
 
-    In the order of `model.layers` (depth first), each once.
+    In the order of `model.layers` (depth first), each once. `model` may also
+    be a single wrapper (a list of itself).
+
+    Example:
+
+    >>> import keras, keras_sn
+    >>> model = keras.Sequential([
+    ...     keras.Input((3,)),
+    ...     keras_sn.SpectralNormalization(keras.layers.Dense(4), name="a"),
+    ...     keras.layers.Dense(1, name="b")])
+    >>> [layer.name for layer in keras_sn.wrapped_layers(model)]
+    ['a']
     """
     found, seen = [], set()
 
@@ -166,7 +177,7 @@ def _options_for(layer, options):
     try:
         if layer is None:
             raise ValueError
-        operator_norm.check_supported(layer)
+        conv_operator.check_supported(layer)
     except ValueError:
         return {**options, "method": "reshape"}
     return dict(options)

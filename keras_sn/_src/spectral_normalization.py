@@ -8,15 +8,12 @@ import keras
 import numpy as np
 from keras import ops
 
-# Keras exports `StatelessScope` but not the getter for the scope in effect,
-# which we need so that our substitution scope composes with an outer one
-# (the JAX trainer and `Layer.stateless_call` run models inside their own).
-from keras.src.backend import get_stateless_scope
-
-from keras_sn import lanczos
-from keras_sn import operator_norm
-from keras_sn import power_iteration
 from keras_sn import weights as weights_lib
+from keras_sn._src import conv_operator
+from keras_sn._src import lanczos
+from keras_sn._src import power_iteration
+from keras_sn._src import spectral_norm as analysis
+from keras_sn._src import substitution
 
 
 @keras.saving.register_keras_serializable(package="keras_sn")
@@ -79,7 +76,7 @@ class SpectralNormalization(keras.layers.Wrapper):
             underestimates it, typically by 1.2-3x. The power iteration then
             runs through the convolution and its transpose, and `vector_u` /
             `vector_v` are output / input feature maps. See
-            `keras_sn.operator_norm`.
+            `keras_sn.spectral_norm`.
         **kwargs: Base layer keyword arguments, e.g. `name`. The `dtype`
             defaults to the wrapped layer's dtype policy.
 
@@ -228,13 +225,13 @@ class SpectralNormalization(keras.layers.Wrapper):
 
     def build(self, input_shape=None):
         # Everything built here (the wrapped layer's variables too) is created
-        # and warmed up eagerly, even when the first call is traced in a
-        # tf.function: the warm-up must read initialized weights, and its
-        # assignments must not become part of the traced function.
+        # eagerly, even when the first call is traced in a tf.function: the
+        # warm-up must read initialized weights, and its assignments must not
+        # become part of the traced function.
         with _outside_of_traced_functions():
-            self._build_eagerly(input_shape)
+            self._build_state(input_shape)
 
-    def _build_eagerly(self, input_shape):
+    def _build_state(self, input_shape):
         super().build(input_shape)
         # Resolve (and validate) first: on error no state has been created.
         resolved = weights_lib.resolve_weights(
@@ -244,7 +241,7 @@ class SpectralNormalization(keras.layers.Wrapper):
         if self.method == "operator":
             # The conv's linear map at this input size; the state holds
             # output (u) and input (v) feature maps of batch size 1.
-            operator = operator_norm.conv_operator(self.layer, input_shape)
+            operator = conv_operator.conv_operator(self.layer, input_shape)
         normalized = []
         for index, weight in enumerate(resolved):
             prefix = "" if index == 0 else f"{weight.name}_"
@@ -256,10 +253,17 @@ class SpectralNormalization(keras.layers.Wrapper):
             else:
                 u_shape = (1,) + operator.output_shape
                 v_shape = (1,) + operator.input_shape
-            vector_u = self.add_weight(
+            state = _NormalizedState(weight, operator)
+            # The warm-up runs as the initializer of u and v: at once when
+            # the kernel has a value, or, when `build()` is reached inside a
+            # symbolic trace (JAX's `fit` builds a model without an Input in
+            # `jax.eval_shape`), when Keras initializes the deferred variables
+            # on leaving it, after the kernel (created first).
+            warm_start = _WarmStart(self, state, u_shape)
+            state.vector_u = self.add_weight(
                 name=f"{prefix}vector_u",
                 shape=u_shape,
-                initializer="zeros",
+                initializer=warm_start.u,
                 dtype=dtype,
                 trainable=False,
                 autocast=False,
@@ -267,31 +271,26 @@ class SpectralNormalization(keras.layers.Wrapper):
                 # weights; keep the first replica's copy (exact, no reduction).
                 aggregation="only_first_replica",
             )
-            vector_v = self.add_weight(
+            state.vector_v = self.add_weight(
                 name=f"{prefix}vector_v",
                 shape=v_shape,
-                initializer="zeros",
+                initializer=warm_start.v,
                 dtype=dtype,
                 trainable=False,
                 autocast=False,
                 aggregation="only_first_replica",
             )
-            initial_sigma = None
             if self.target_norm == "initial":
-                initial_sigma = self.add_weight(
+                state.initial_sigma = self.add_weight(
                     name=f"{prefix}initial_sigma",
                     shape=(),
-                    initializer="ones",
+                    initializer=warm_start.sigma,
                     dtype=dtype,
                     trainable=False,
                     autocast=False,
                     aggregation="only_first_replica",
                 )
-            normalized.append(
-                _NormalizedState(
-                    weight, vector_u, vector_v, operator, initial_sigma
-                )
-            )
+            normalized.append(state)
         self._normalized = tuple(normalized)
         # Scaling the input instead of the kernel is exact in float32/64; in
         # float16 1/sigma could overflow, so the kernel is scaled in float32.
@@ -302,8 +301,7 @@ class SpectralNormalization(keras.layers.Wrapper):
         self.vector_v = normalized[0].vector_v
         # `target_norm="initial"`: the captured target (else None).
         self.initial_sigma = normalized[0].initial_sigma
-        self.built = True  # reestimate() checks it
-        self.reestimate(self.warmup_iterations)
+        self.built = True
 
     def reestimate(self, iterations=None):
         """Re-estimates the singular vectors from the current weights.
@@ -316,7 +314,7 @@ class SpectralNormalization(keras.layers.Wrapper):
         it with `warmup_iterations`. It runs eagerly, in float64.
 
         With `method="operator"` the steps run through the convolution, at
-        most `keras_sn.operator_norm.WARMUP_STEPS_PER_ITERATION` (4) Lanczos
+        most 4 Lanczos
         steps per iteration, stopping early once the estimate has converged
         (its top singular values lie much closer together than a kernel
         matrix's). With `target_norm="initial"`, the new sigma estimate is
@@ -329,49 +327,81 @@ class SpectralNormalization(keras.layers.Wrapper):
             iterations = max(self.warmup_iterations, 15)
         _check_int("iterations", iterations, minimum=0)
         self._assert_built("reestimate()")
-        start = keras.initializers.RandomNormal(stddev=1.0)
         for state in self._normalized:
-            u0 = ops.convert_to_numpy(
-                start(state.vector_u.shape, dtype="float32")
-            ).astype("float64")
-            if state.operator is not None:
-                u, v = operator_norm.warm_up(
-                    state.weight.variable, state.operator, u0, iterations
-                )
-            else:
-                matrix = ops.convert_to_numpy(self._matrix(state)).astype(
-                    "float64"
-                )
-                u, v = lanczos.top_singular_pairs(matrix, u0, iterations)
-            state.vector_u.assign(u.astype(state.vector_u.dtype))
-            state.vector_v.assign(v.astype(state.vector_v.dtype))
+            u, v = self._warm_up(state, iterations)
+            state.vector_u.assign(u)
+            state.vector_v.assign(v)
             if state.initial_sigma is not None:
-                # The sigma that inference divides by, so that the layer
-                # runs with its weight unchanged right after the capture.
-                state.initial_sigma.assign(self._sigma_estimate(state))
+                state.initial_sigma.assign(self._sigma_of(state, v))
+
+    def _warm_up(self, state, iterations):
+        """Eager float64 estimate of `(u, v)` from a random start, as arrays
+        in the state's dtype (see `reestimate`)."""
+        dtype = _state_dtype(state.weight.variable.dtype)
+        shape = (
+            (1,) + state.operator.output_shape
+            if state.operator is not None
+            else (state.weight.view.blocks, state.weight.view.d_out)
+        )
+        # numpy's global generator: `keras.utils.set_random_seed` seeds it,
+        # and every backend starts from the same vector.
+        u0 = np.random.standard_normal(shape)
+        kernel = state.weight.variable
+        if state.operator is not None:
+            u, v = analysis.warm_up(kernel, state.operator, u0, iterations)
+        else:
+            matrix = ops.convert_to_numpy(
+                power_iteration.to_matrix(
+                    ops.convert_to_tensor(kernel), state.weight.view
+                )
+            ).astype("float64")
+            u, v = lanczos.matrix_top_singular_pairs(matrix, u0, iterations)
+        return u.astype(dtype), v.astype(dtype)
+
+    def _sigma_of(self, state, v):
+        """The sigma inference computes from the kernel and `v` (a tensor)."""
+        kernel = self._kernel(state)
+        if state.operator is not None:
+            return conv_operator.sigma_from_vectors(kernel, v, state.operator)
+        return power_iteration.sigma_from_vectors(
+            power_iteration.to_operand(kernel, state.weight.view), v
+        )
 
     @property
     def sigmas(self):
         """Dict of weight name to its current sigma estimate (no state change).
 
-        Each is `u^T M v` from the stored vectors and the current weight, the
-        value that inference divides by.
+        Each is `||M v||` from the stored `v` and the current weight, the
+        value inference divides by. It equals `u^T M v` whenever u, v and the
+        weight agree (after any training call or the warm-up), and is
+        positive and at most the true sigma for any unit `v`, so a state that
+        disagrees with the weight (e.g. after `set_weights` of a new kernel
+        without `reestimate()`) never makes the layer divide by a tiny or
+        negative number.
         """
         self._assert_built("sigmas")
         return {
-            state.weight.name: ops.stop_gradient(self._sigma_estimate(state))
+            state.weight.name: ops.stop_gradient(
+                self._sigma_of(state, state.read()[1])
+            )
             for state in self._normalized
         }
 
-    def _sigma_estimate(self, state):
-        if state.operator is not None:
-            return operator_norm.sigma_from_vectors(
-                self._kernel(state), *state.read(), state.operator
+    @property
+    def scales(self):
+        """Dict of weight name to the factor inference multiplies it by.
+
+        `1 / sigma`, `target_norm / sigma`, or with `shrink_only`
+        `min(1, target_norm / sigma)` (sigma floored at `epsilon`), from the
+        same estimates as `sigmas`; no state change.
+        """
+        sigmas = self.sigmas
+        return {
+            state.weight.name: ops.stop_gradient(
+                self._scale(state, sigmas[state.weight.name])
             )
-        return power_iteration.sigma_from_vectors(
-            power_iteration.to_operand(self._kernel(state), state.weight.view),
-            *state.read(),
-        )
+            for state in self._normalized
+        }
 
     @property
     def sigma(self):
@@ -412,7 +442,9 @@ class SpectralNormalization(keras.layers.Wrapper):
                 self._scale(state, sigma) for state, _, sigma in sigmas
             )
             return self.layer(ops.cast(inputs, dtype) * ops.cast(scale, dtype))
-        return self._call_with(self._substitutions(sigmas), inputs)
+        return substitution.call_with(
+            self.layer, self._substitutions(sigmas), inputs
+        )
 
     def _input_is_smaller(self, inputs):
         """Whether the batch of `inputs` has fewer elements than the kernels.
@@ -455,7 +487,7 @@ class SpectralNormalization(keras.layers.Wrapper):
                     state.vector_v.assign(v)
                 else:
                     sigma = power_iteration.sigma_from_vectors(
-                        matrix, *state.read()
+                        matrix, state.read()[1]
                     )
             result.append((state, kernel, sigma))
         return result
@@ -473,10 +505,10 @@ class SpectralNormalization(keras.layers.Wrapper):
 
     def _operator_sigma(self, state, kernel, update):
         if not update:
-            return operator_norm.sigma_from_vectors(
-                kernel, *state.read(), state.operator
+            return conv_operator.sigma_from_vectors(
+                kernel, state.read()[1], state.operator
             )
-        sigma, u, v = operator_norm.power_iteration_and_sigma(
+        sigma, u, v = conv_operator.power_iteration_and_sigma(
             kernel,
             *state.read(),
             state.operator,
@@ -509,50 +541,12 @@ class SpectralNormalization(keras.layers.Wrapper):
             scale = ops.minimum(scale, ops.cast(1.0, sigma.dtype))
         return scale
 
-    def _call_with(self, substitutions, inputs):
-        """Runs the wrapped layer with `substitutions` for its variables."""
-        outer = get_stateless_scope()
-        substituted = {id(variable) for variable, _ in substitutions}
-        mapping = list(substitutions)
-        if outer is not None:
-            # Scopes do not chain: carry the outer scope's values of the
-            # wrapped layer's other variables into ours.
-            for variable in self.layer.variables:
-                if id(variable) not in substituted:
-                    value = outer.get_current_value(variable)
-                    if value is not None:
-                        mapping.append((variable, value))
-        scope = keras.StatelessScope(state_mapping=mapping, collect_losses=True)
-        initial = {id(v): scope.get_current_value(v) for v, _ in mapping}
-        with scope:
-            outputs = self.layer(inputs)
-        # The scope captured the wrapped layer's own state updates and losses
-        # (e.g. an activity regularizer); pass them on as if it ran unwrapped.
-        for variable in self.layer.variables:
-            if id(variable) in substituted:
-                continue
-            value = scope.get_current_value(variable)
-            if value is not None and value is not initial.get(id(variable)):
-                variable.assign(value)
-        for loss in scope.losses:
-            if outer is not None:
-                if outer.collect_losses:
-                    outer.add_loss(loss)
-            else:
-                self.layer.add_loss(loss)
-        return outputs
-
     def _kernel(self, state):
         # The master weight in the state dtype (float32, or float64).
         kernel = ops.convert_to_tensor(state.weight.variable)
         if _dtype(kernel) != state.vector_u.dtype:
             kernel = ops.cast(kernel, state.vector_u.dtype)
         return kernel
-
-    def _matrix(self, state):
-        return power_iteration.to_matrix(
-            self._kernel(state), state.weight.view
-        )
 
     def _assert_built(self, what):
         if not self.built:
@@ -598,16 +592,14 @@ class _NormalizedState:
     leaves it alone: the variables are already tracked by `add_weight`.
     """
 
-    def __init__(
-        self, weight, vector_u, vector_v, operator=None, initial_sigma=None
-    ):
+    def __init__(self, weight, operator=None):
         self.weight = weight
-        self.vector_u = vector_u
-        self.vector_v = vector_v
-        # `method="operator"`: the conv's `operator_norm.ConvOperator`.
+        # `method="operator"`: the conv's `conv_operator.ConvOperator`.
         self.operator = operator
+        self.vector_u = None
+        self.vector_v = None
         # `target_norm="initial"`: the captured sigma (a variable).
-        self.initial_sigma = initial_sigma
+        self.initial_sigma = None
 
     def read(self):
         """The current `(u, v)` as tensors (JAX ops do not take variables)."""
@@ -615,6 +607,38 @@ class _NormalizedState:
             ops.convert_to_tensor(self.vector_u),
             ops.convert_to_tensor(self.vector_v),
         )
+
+
+class _WarmStart:
+    """Initializers of one state's `u`, `v` (and `initial_sigma`).
+
+    The first of them to run computes the warm-up from the kernel's value
+    (the wrapper's `_warm_up`), once; the others read the same result.
+    """
+
+    def __init__(self, wrapper, state, u_shape):
+        self.wrapper = wrapper
+        self.state = state
+        self._result = None
+
+    def _vectors(self):
+        if self._result is None:
+            self._result = self.wrapper._warm_up(
+                self.state, self.wrapper.warmup_iterations
+            )
+        return self._result
+
+    def u(self, shape, dtype=None):
+        return self._vectors()[0]
+
+    def v(self, shape, dtype=None):
+        return self._vectors()[1]
+
+    def sigma(self, shape, dtype=None):
+        # What inference divides by, so that a just-captured
+        # `target_norm="initial"` layer runs with its weight unchanged.
+        v = ops.convert_to_tensor(self._vectors()[1])
+        return ops.convert_to_numpy(self.wrapper._sigma_of(self.state, v))
 
 
 def _dtype(tensor):
@@ -695,7 +719,7 @@ def _check_method(method, layer, axis, weight_name):
         )
     if method == "reshape":
         return
-    operator_norm.check_supported(layer)
+    conv_operator.check_supported(layer)
     if axis is not None or weight_name not in (None, "kernel", ["kernel"]):
         raise ValueError(
             "`method='operator'` normalizes the convolution's `kernel` as an "

@@ -6,9 +6,10 @@ import math
 import keras
 from keras import ops
 
-from keras_sn import exact_norm
-from keras_sn import model_tools
-from keras_sn import operator_norm
+from keras_sn._src import conv_operator
+from keras_sn._src import model_tools
+from keras_sn._src import spectral_norm as exact_norm
+from keras_sn._src.spectral_normalization import SpectralNormalization
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,7 +40,7 @@ class LayerReport:
         operator_how: How `operator_sigma` was computed: `"svd"` (a matrix
             layer), `"dense"` (exact, from the dense matrix of the
             convolution) or `"lanczos"` (large inputs; see
-            `keras_sn.operator_norm.OperatorNorm`), or `None`.
+            `keras_sn.spectral_norm`), or `None`.
     """
 
     name: str
@@ -114,14 +115,10 @@ class Report:
 
 
 def _scale(wrapper):
-    # The factor(s) inference multiplies the weight(s) by, from the same
-    # sigma estimates and formula as the layer.
-    sigmas = wrapper.sigmas
+    # The factor(s) inference multiplies the weight(s) by.
     return math.prod(
-        float(ops.convert_to_numpy(
-            wrapper._scale(state, sigmas[state.weight.name])
-        ))
-        for state in wrapper._normalized
+        float(ops.convert_to_numpy(scale))
+        for scale in wrapper.scales.values()
     )
 
 
@@ -137,7 +134,7 @@ def _row(wrapper):
         sigma_exact = exact_norm.spectral_norm(wrapper, method="reshape")
     operator_sigma, how = None, None
     try:
-        operator_norm.check_supported(layer)
+        conv_operator.check_supported(layer)
         is_conv = True
     except ValueError:
         is_conv = False
@@ -235,7 +232,7 @@ def report(model):
 def _leaf_layers(model):
     for layer in getattr(model, "layers", None) or ():
         if getattr(layer, "layers", None) and not isinstance(
-            layer, model_tools.SpectralNormalization
+            layer, SpectralNormalization
         ):
             yield from _leaf_layers(layer)
         else:

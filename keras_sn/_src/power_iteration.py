@@ -19,6 +19,8 @@ import math
 import keras
 from keras import ops
 
+from keras_sn import _compat
+
 
 def to_matrix(kernel, view):
     """Reads `kernel` as the `(blocks, d_in, d_out)` stack described by `view`.
@@ -85,6 +87,21 @@ def l2_normalize(x, epsilon, fallback=None, axis=-1):
     if fallback is None:
         return normalized
     return ops.where(squared_norm > floor, normalized, fallback)
+
+
+def norm_and_direction(x, epsilon, axis=-1):
+    """``(||x||, x / ||x||)`` along `axis` (an int or a tuple), robustly.
+
+    The norm is taken of `x` divided by its largest magnitude, so squares of
+    tiny (1e-31) or huge entries neither underflow nor overflow: sigma is
+    positive for any non-zero `x`. The direction is 0 where `x` is.
+    """
+    # Reciprocals of the (few) norms, then products over the vector.
+    scale = ops.max(ops.abs(x), axis=axis, keepdims=True)
+    scaled = x * ops.reciprocal(ops.where(scale > 0, scale, 1.0))
+    norm = ops.sqrt(ops.sum(ops.square(scaled), axis=axis, keepdims=True))
+    direction = scaled * ops.reciprocal(ops.maximum(norm, epsilon))
+    return ops.squeeze(scale * norm, axis=axis), direction
 
 
 def _matvec_in(matrix, u):
@@ -173,15 +190,8 @@ def _compiler():
         return "xla"
     if backend != "tensorflow":
         return "other"
-    try:  # TensorFlow marks graphs traced for `jit_compile=True` this way.
-        import tensorflow as tf
-        from tensorflow.python.ops import control_flow_util
-
-        graph = tf.compat.v1.get_default_graph()
-        in_xla = control_flow_util.GraphOrParentsInXlaContext(graph)
-    except (ImportError, AttributeError):  # pragma: no cover - TF internals
-        in_xla = False  # the general forms are never wrong, only slower
-    return "xla" if in_xla else "tensorflow"
+    # TensorFlow marks graphs traced for `jit_compile=True`.
+    return "xla" if _compat.tf_graph_in_xla_context() else "tensorflow"
 
 
 def right_vector(matrix, u, v, epsilon):
@@ -215,9 +225,10 @@ def power_iteration(matrix, u, v, iterations, epsilon):
 def power_iteration_and_sigma(matrix, u, v, iterations, epsilon):
     """Runs `iterations >= 1` power steps and returns `(sigma, u, v)`.
 
-    ``sigma = uᵀ M v`` of the last step is differentiable with respect to
-    `matrix` (u and v are held constant, as in the paper), and reuses the
-    step's last product ``M v``, so training costs exactly `2 * iterations`
+    ``sigma = ||M v||`` of the last step's `v` is differentiable with respect
+    to `matrix` (v held constant): its gradient is ``û vᵀ`` with
+    ``û = M v / ||M v||``, the new `u`, i.e. the paper's. It reuses the step's
+    last product ``M v``, so training costs exactly `2 * iterations`
     matrix-vector products per block and no more.
 
     Returns:
@@ -230,25 +241,31 @@ def power_iteration_and_sigma(matrix, u, v, iterations, epsilon):
     v = ops.stop_gradient(right_vector(matrix, u, v, epsilon))
     mv = _matvec_out(ops.stop_gradient(matrix), v)  # σ's gradient: below
     u = ops.stop_gradient(l2_normalize(mv, epsilon, fallback=u))
-    return _largest(_block_sigmas(matrix, u, v, mv)), u, v
+    return _largest(_block_sigmas(matrix, v, mv, epsilon)), u, v
 
 
-def sigma_from_vectors(matrix, u, v):
-    """``uᵀ M v`` (largest over blocks) from given vectors, no iteration."""
-    matrix, u, v = (ops.convert_to_tensor(t) for t in (matrix, u, v))
+def sigma_from_vectors(matrix, v, epsilon=1e-12):
+    """``||M v||`` (largest over blocks) from a given `v`, no iteration.
+
+    Positive by construction and, for unit rows `v`, at most the true sigma;
+    it equals ``uᵀ M v`` whenever ``u = normalize(M v)``, as after a step.
+    """
+    matrix, v = (ops.convert_to_tensor(t) for t in (matrix, v))
     mv = _matvec_out(ops.stop_gradient(matrix), v)  # σ's gradient: below
-    return _largest(_block_sigmas(matrix, u, v, mv))
+    return _largest(_block_sigmas(matrix, v, mv, epsilon))
 
 
-def _block_sigmas(matrix, u, v, mv):
-    """``uᵀ M v`` per block from the product ``mv = M v``, with the gradient
-    ``v uᵀ`` per block (the paper's, u and v held constant) written directly.
+def _block_sigmas(matrix, v, mv, epsilon):
+    """``||M v||`` per block from the product ``mv = M v``, with the gradient
+    ``v ûᵀ`` per block (``û = normalize(M v)``, v held constant) written
+    directly.
 
     Left to autodiff, the gradient of the product is an outer product made by
     a matrix multiplication with an inner dimension of 1, which for the
     `(1, P, d_out, Q)` operand of transposed convolutions is a batched one,
     about 2x slower on a CPU than one broadcast multiplication.
     """
+    sigmas, u_hat = norm_and_direction(mv, epsilon)
 
     @ops.custom_gradient
     def block_sigmas(matrix):
@@ -257,9 +274,9 @@ def _block_sigmas(matrix, u, v, mv):
             # after the function's inputs (Keras' `custom_gradient` contract).
             if upstream is None:
                 (upstream,) = args
-            return _rank_one(upstream, u, v, matrix.shape)
+            return _rank_one(upstream, u_hat, v, matrix.shape)
 
-        return ops.sum(u * mv, axis=-1), grad
+        return sigmas, grad
 
     return block_sigmas(matrix)
 

@@ -14,25 +14,25 @@ input), with the output padding that reproduces the input size.
 
 The power iteration then runs in feature-map space: ``u`` is an output feature
 map and ``v`` an input feature map (each of batch size 1 and unit L2 norm),
-``v <- normalize(Aᵀu)``, ``u <- normalize(A v)``, ``sigma = <u, A v>``.
+``v <- normalize(Aᵀu)``, ``u <- normalize(A v)``, ``sigma = ||A v||``.
 
 Layers: `Conv1D/2D/3D` (grouped too), `Conv1D/2D/3DTranspose` and
 `DepthwiseConv1D/2D`. Grouped and depthwise kernels are expanded to the
 equivalent ordinary kernel (zeros outside the blocks), so they cost as much as
 the dense convolution of the same channel counts.
 
-The functions that run inside the layer use `keras.ops`. The exact norm
-(`exact_operator_norm`) and the warm-up run eagerly with numpy bookkeeping.
+Everything here runs inside the layer (traced or eager) and uses `keras.ops`;
+the eager analysis (the exact norm, the numpy closures for the warm-up) lives
+in `keras_sn._src.spectral_norm`.
 """
 
 import dataclasses
 import math
 
 import keras
-import numpy as np
 from keras import ops
 
-from keras_sn import power_iteration
+from keras_sn._src import power_iteration
 
 _CONV = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
 _TRANSPOSE = (
@@ -46,23 +46,6 @@ _SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
 SUPPORTED_LAYERS = (
     "Conv1D/2D/3D (also grouped), Conv1D/2D/3DTranspose, DepthwiseConv1D/2D"
 )
-
-# Above this many rows and columns, the dense matrix of the convolution is not
-# formed and `exact_operator_norm` falls back to Lanczos (see there).
-MAX_DENSE_DIM = 1024
-
-# The top singular values of a convolution operator lie much closer together
-# than those of a kernel matrix (they come from neighbouring frequencies), so
-# the operator warm-up allows this many Lanczos steps per warm-up iteration
-# and stops early once the residual of the estimate is below
-# `WARMUP_TOLERANCE` (relative; see `lanczos`). Measured on the SN-GAN
-# discriminator's convolutions at 32x32 (Glorot kernels): 15 steps leave
-# sigma 2e-3..7e-3 low, 30 steps < 1e-4, 60 steps < 2e-6 (but sigma can
-# stall for tens of steps before it moves on: a change of the estimate is no
-# stopping rule, the residual is).
-WARMUP_STEPS_PER_ITERATION = 4
-WARMUP_TOLERANCE = 1e-5
-
 
 @dataclasses.dataclass(frozen=True)
 class ConvOperator:
@@ -355,10 +338,10 @@ def _normalize(x, epsilon, fallback):
 def power_iteration_and_sigma(kernel, u, v, operator, iterations, epsilon):
     """`iterations >= 1` power steps through the convolution; `(sigma, u, v)`.
 
-    As `keras_sn.power_iteration.power_iteration_and_sigma`: the steps run
-    without gradient, and ``sigma = <u, A v>`` of the last step is
-    differentiable with respect to `kernel` (u, v held constant) and reuses
-    the step's last ``A v``.
+    As `power_iteration.power_iteration_and_sigma`: the steps run without
+    gradient, and ``sigma = ||A v||`` of the last step's `v` is
+    differentiable with respect to `kernel` (v held constant) and reuses the
+    step's last ``A v``.
 
     Args:
         kernel: The layer's kernel (not yet expanded).
@@ -376,196 +359,20 @@ def power_iteration_and_sigma(kernel, u, v, operator, iterations, epsilon):
     v = ops.stop_gradient(_normalize(adjoint(frozen, u, operator), epsilon, v))
     av = forward(dense, v, operator)  # gradient flows into `kernel` here only
     u = ops.stop_gradient(_normalize(av, epsilon, u))
-    return ops.sum(u * av), u, v
+    return _norm(av, epsilon), u, v
 
 
-def sigma_from_vectors(kernel, u, v, operator):
-    """``<u, A v>`` from given feature maps, no iteration."""
-    return ops.sum(u * forward(dense_kernel(kernel, operator), v, operator))
+def sigma_from_vectors(kernel, v, operator, epsilon=1e-12):
+    """``||A v||`` from a given feature map `v`, no iteration."""
+    av = forward(dense_kernel(kernel, operator), v, operator)
+    return _norm(av, epsilon)
 
 
-# --- Eager analysis: warm-up and exact norm (numpy bookkeeping, float64) ---
-
-
-def _closures(kernel, operator):
-    """Flat float64 numpy `A` and `Aᵀ` on batches `(n, dim)`."""
-    dense = dense_kernel(ops.cast(ops.convert_to_tensor(kernel), "float64"),
-                         operator)
-
-    def apply(function, flat, shape):
-        batch = ops.convert_to_tensor(
-            np.reshape(flat, (-1,) + shape), dtype="float64"
-        )
-        out = ops.convert_to_numpy(function(dense, batch, operator))
-        return np.reshape(out, (batch.shape[0], -1)).astype(np.float64)
-
-    def matvec(flat):  # input space -> output space
-        return apply(forward, flat, operator.input_shape)
-
-    def rmatvec(flat):  # output space -> input space
-        return apply(adjoint, flat, operator.output_shape)
-
-    return matvec, rmatvec
-
-
-def lanczos(matvec, rmatvec, u0, steps, tolerance=None):
-    """Golub-Kahan-Lanczos estimate of the top singular pair of ``A``.
-
-    The same algorithm as `keras_sn.lanczos.top_singular_pair` (full
-    reorthogonalization, then one power step), with ``A`` given as closures.
-    Each step costs one ``A`` and one ``Aᵀ`` product, i.e. one power step.
-
-    Args:
-        matvec: `(1, n_in) -> (1, n_out)`, ``A``.
-        rmatvec: `(1, n_out) -> (1, n_in)`, ``Aᵀ``.
-        u0: float64 `(n_out,)`, non-zero start vector in the output space.
-        steps: int >= 0, the most Lanczos steps.
-        tolerance: `None`, or stop once the residual of the top Ritz pair
-            is at most `tolerance` times the Ritz value: ``A v = sigma u``
-            holds exactly and ``||Aᵀ u - sigma v|| = alpha |p_last|``, where
-            ``alpha <= ||A||`` is the next step's norm and `p_last` the last
-            entry of the top left singular vector of the bidiagonal matrix,
-            so the stopping rule is ``|p_last| <= tolerance``. Then a
-            singular value of ``A`` lies within about ``tolerance * sigma``
-            of the Ritz value (the top one unless the start vector was
-            nearly orthogonal to its singular vector).
-
-    Returns:
-        `(u, v, ritz)`: unit vectors (with ``u = normalize(A v)``,
-        ``v = normalize(Aᵀ u_prev)``) and the last top Ritz value, a lower
-        bound of sigma (0.0 when no step ran).
-    """
-    n_in = rmatvec(u0[None])[0].shape[0]
-    u = u0 / np.linalg.norm(u0)
-    v_default = np.zeros(n_in)
-    v_default[0] = 1.0
-    left, right, alphas, betas = [u], [], [], []
-    ritz = 0.0
-    for _ in range(min(steps, n_in, u.shape[0])):
-        v = rmatvec(left[-1][None])[0]
-        if right:
-            v -= betas[-1] * right[-1]
-            basis = np.stack(right)
-            v -= basis.T @ (basis @ v)
-        alpha = np.linalg.norm(v)
-        if alpha <= 1e-300:
-            break
-        right.append(v / alpha)
-        alphas.append(alpha)
-        w = matvec(right[-1][None])[0] - alpha * left[-1]
-        basis = np.stack(left)
-        w -= basis.T @ (basis @ w)
-        beta = np.linalg.norm(w)
-        betas.append(beta)
-        converged = beta <= 1e-12 * alpha
-        if not converged:
-            left.append(w / beta)
-        k = len(alphas)
-        bidiagonal = np.zeros((len(left), k))
-        bidiagonal[np.arange(k), np.arange(k)] = alphas
-        below = np.arange(min(k, len(left) - 1))
-        bidiagonal[below + 1, below] = np.asarray(betas)[below]
-        p, singular, _ = np.linalg.svd(bidiagonal)
-        ritz = float(singular[0])
-        u_best = np.stack(left).T @ p[:, 0]
-        if converged:
-            break
-        if tolerance is not None and abs(p[-1, 0]) <= tolerance:
-            break
-    if right:
-        u = _unit(u_best, u)
-    v = _unit(rmatvec(u[None])[0], v_default)
-    u = _unit(matvec(v[None])[0], u)
-    return u, v, ritz
-
-
-def _unit(x, fallback):
-    norm = np.linalg.norm(x)
-    return x / norm if norm > 0 else fallback
-
-
-def warm_up(kernel, operator, u0, iterations):
-    """Warm-up feature maps `(u, v)` for the layer state, float64 numpy.
-
-    Runs Golub-Kahan-Lanczos steps through the convolution from `u0` (an
-    output feature map, any shape with `prod(output_shape)` entries), at most
-    `WARMUP_STEPS_PER_ITERATION * iterations` of them and fewer once the top
-    Ritz value has converged to `WARMUP_TOLERANCE`, then one power step; see
-    `lanczos`.
-    """
-    matvec, rmatvec = _closures(kernel, operator)
-    u, v, _ = lanczos(
-        matvec,
-        rmatvec,
-        np.reshape(np.asarray(u0, np.float64), -1),
-        WARMUP_STEPS_PER_ITERATION * iterations,
-        tolerance=WARMUP_TOLERANCE,
-    )
-    return (
-        np.reshape(u, (1,) + operator.output_shape),
-        np.reshape(v, (1,) + operator.input_shape),
-    )
-
-
-@dataclasses.dataclass(frozen=True)
-class OperatorNorm:
-    """`exact_operator_norm`'s result: the value and how it was computed.
-
-    `how` is `"dense"` (numpy eigendecomposition of the dense Gram matrix of
-    the convolution; exact to float64 rounding) or `"lanczos"` (the input or
-    output is larger than `MAX_DENSE_DIM`: Golub-Kahan-Lanczos with full
-    reorthogonalization until the relative residual of the top Ritz pair is
-    below `tolerance` (see `lanczos`); a lower bound of the true value that
-    is within about that tolerance of it). `steps` is the Lanczos steps run.
-    """
-
-    value: float
-    how: str
-    steps: int = 0
-
-
-def exact_operator_norm(kernel, operator, max_dense_dim=MAX_DENSE_DIM,
-                        tolerance=1e-9, max_steps=400, seed=0):
-    """The operator norm of the convolution by `kernel`, for analysis.
-
-    When the input or output space has at most `max_dense_dim` entries, the
-    dense Gram matrix ``AᵀA`` (or ``AAᵀ``, the smaller one) is built by
-    applying the convolution and its adjoint to the identity basis in float64,
-    and sigma is the square root of its largest eigenvalue (numpy). Otherwise,
-    `max_steps` Lanczos steps at most, stopping at `tolerance`; see
-    `OperatorNorm`. (A Lanczos step stores one input and one output feature
-    map in float64: 400 steps at 32x32x64 in and 16x16x64 out are 260 MB.)
-
-    Args:
-        kernel: The layer's kernel (array or tensor), as stored by the layer.
-        operator: A `ConvOperator` (see `conv_operator`).
-
-    Returns:
-        An `OperatorNorm`.
-    """
-    matvec, rmatvec = _closures(kernel, operator)
-    n_in = math.prod(operator.input_shape)
-    n_out = math.prod(operator.output_shape)
-    n = min(n_in, n_out)
-    if n <= max_dense_dim:
-        first, second = (matvec, rmatvec) if n == n_in else (rmatvec, matvec)
-        gram = np.zeros((n, n))
-        chunk = max(1, min(n, 2**22 // max(n_in, n_out)))
-        for start in range(0, n, chunk):
-            stop = min(n, start + chunk)
-            basis = np.zeros((stop - start, n))
-            basis[np.arange(stop - start), np.arange(start, stop)] = 1.0
-            gram[start:stop] = second(first(basis))
-        gram = 0.5 * (gram + gram.T)
-        top = float(np.linalg.eigvalsh(gram)[-1])
-        return OperatorNorm(math.sqrt(max(top, 0.0)), "dense")
-    rng = np.random.default_rng(seed)
-    u0 = rng.standard_normal(n_out)
-    steps_run = []
-
-    def counting_rmatvec(x):
-        steps_run.append(1)
-        return rmatvec(x)
-
-    _, _, ritz = lanczos(matvec, counting_rmatvec, u0, max_steps, tolerance)
-    return OperatorNorm(ritz, "lanczos", len(steps_run) - 2)
+def _norm(av, epsilon):
+    # ||A v||, positive by construction, written as its value plus
+    # <û, A v - A v> with û = normalize(A v) held constant: the gradient is
+    # û vᵀ through the convolution, without the NaN of d sqrt(x) at x = 0.
+    axes = tuple(range(len(av.shape)))
+    norm, u_hat = power_iteration.norm_and_direction(av, epsilon, axes)
+    norm, u_hat = ops.stop_gradient(norm), ops.stop_gradient(u_hat)
+    return norm + ops.sum(u_hat * (av - ops.stop_gradient(av)))
