@@ -6,6 +6,7 @@ private name degrades one feature (and says so) instead of breaking
 `import keras_sn`.
 """
 
+import contextlib
 import importlib
 import re
 
@@ -105,3 +106,21 @@ def require_tensorflow(feature):
 def is_variable(value):
     """Whether `value` is a Keras variable (any backend, any Keras 3)."""
     return isinstance(value, keras.Variable)
+
+
+def float64_scope():
+    """A context in which float64 tensors are float64 (JAX: x64 enabled).
+
+    JAX computes float64 requests in float32 unless `jax_enable_x64` is on;
+    the eager analysis (`keras_sn.spectral_norm`, the warm-up of the
+    operator method) runs in this scope so that it is float64 everywhere.
+    """
+    if keras.backend.backend() != "jax":
+        return contextlib.nullcontext()
+    import jax
+
+    enable_x64 = getattr(jax, "enable_x64", None)
+    if enable_x64 is None:  # jax < 0.6
+        from jax.experimental import enable_x64
+        return enable_x64()
+    return enable_x64(True)

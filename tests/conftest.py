@@ -1,4 +1,5 @@
-"""Shared test set-up: two logical CPU devices, seeds, and a clean dtype policy."""
+"""Shared test set-up: two logical CPU devices, seeds, a clean dtype policy,
+and float64 on JAX for the tests marked `float64`."""
 
 import os
 
@@ -21,16 +22,20 @@ if keras.backend.backend() == "tensorflow":
         )
     except RuntimeError:  # already initialized by an earlier import
         pass
-elif keras.backend.backend() == "jax":
-    import jax
 
-    # The float64 references (finite differences, float64 layers) need it.
-    jax.config.update("jax_enable_x64", True)
+# JAX runs with its default, x64 off, as users run it. Tests marked
+# `float64` (float64 layers, finite differences) turn it on for themselves.
 
 
 @pytest.fixture(autouse=True)
-def _seed_and_policy():
+def _seed_and_policy(request):
+    from keras_sn import _compat
+
     keras.utils.set_random_seed(1234)
     keras.config.set_dtype_policy("float32")
-    yield
+    if request.node.get_closest_marker("float64") is not None:
+        with _compat.float64_scope():
+            yield
+    else:
+        yield
     keras.config.set_dtype_policy("float32")

@@ -28,11 +28,11 @@ def build_model():
     sn = keras_sn.SpectralNormalization
     return keras.Sequential([
         keras.Input((8, 8, 3)),
-        sn(keras.layers.Conv2D(4, 3, padding="same"), warmup_iterations=0),
+        sn(keras.layers.Conv2D(4, 3, padding="same")),
         keras.layers.LeakyReLU(0.1),
-        sn(keras.layers.Conv2DTranspose(2, 3, strides=2), warmup_iterations=0),
+        sn(keras.layers.Conv2DTranspose(2, 3, strides=2)),
         keras.layers.Flatten(),
-        sn(keras.layers.Dense(3), warmup_iterations=0),
+        sn(keras.layers.Dense(3)),
     ])
 
 

@@ -2,7 +2,11 @@
 
 import re
 
+import pytest
+
 import keras_sn
+
+pytestmark = pytest.mark.core
 
 
 def test_all_is_pinned():

@@ -29,7 +29,7 @@ from backends import child_process_env
 from backends import tensorflow_only
 
 # The children run TensorFlow with op determinism, whatever the backend.
-pytestmark = tensorflow_only
+pytestmark = [tensorflow_only, pytest.mark.integration]
 
 TESTS = pathlib.Path(__file__).resolve().parent
 ROOT = TESTS.parent

@@ -15,6 +15,9 @@ from references import LAYER_CASES
 from references import output_axis_matrix
 from references import reference_sigma
 
+# float64 references and layers: x64 on JAX for these tests.
+pytestmark = pytest.mark.float64
+
 
 def test_known_answers():
     assert keras_sn.spectral_norm(4.0 * np.eye(3)) == pytest.approx(4.0)

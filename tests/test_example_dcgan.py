@@ -26,10 +26,13 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "dcgan.py"
 
 # The example uses tf.data, tf.GradientTape and SavedModel export.
-pytestmark = pytest.mark.skipif(
-    keras.backend.backend() != "tensorflow",
-    reason="examples/dcgan.py needs the TensorFlow backend",
-)
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(
+        keras.backend.backend() != "tensorflow",
+        reason="examples/dcgan.py needs the TensorFlow backend",
+    ),
+]
 
 
 @pytest.fixture(scope="module")

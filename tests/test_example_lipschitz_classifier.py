@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+pytestmark = pytest.mark.integration
+
 EXAMPLE = (pathlib.Path(__file__).resolve().parents[1] / "examples"
            / "lipschitz_classifier.py")
 

@@ -38,6 +38,9 @@ from keras_sn._src import power_iteration
 from references import LAYER_CASES
 from references import reference_sigma
 
+# float64 references and layers: x64 on JAX for these tests.
+pytestmark = pytest.mark.float64
+
 
 def fuzz(max_examples):
     """Hypothesis settings: bounded examples, no deadline, no database.

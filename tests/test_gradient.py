@@ -18,7 +18,8 @@ from references import output_axis_matrix
 from references import reference_sigma
 from references import central_differences
 
-pytestmark = float64_only  # finite differences need float64
+# Finite differences need float64.
+pytestmark = [float64_only, pytest.mark.float64]
 
 
 def _float64_wrapper(inner, input_shape, **options):

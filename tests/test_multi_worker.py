@@ -24,7 +24,7 @@ import multi_worker_child
 from backends import child_process_env
 from backends import tensorflow_only
 
-pytestmark = tensorflow_only
+pytestmark = [tensorflow_only, pytest.mark.integration]
 
 TESTS = pathlib.Path(__file__).resolve().parent
 ROOT = TESTS.parent

@@ -19,6 +19,9 @@ from references import central_differences
 from keras_sn._src import conv_operator
 from keras_sn._src import spectral_norm as analysis
 
+# float64 references and layers: x64 on JAX for these tests.
+pytestmark = pytest.mark.float64
+
 
 # The grid: Conv1D/2D and Conv2DTranspose, 'same' and 'valid',
 # strides 1 and 2; then the other supported layers and options.

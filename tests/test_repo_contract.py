@@ -1,14 +1,31 @@
-"""The README's test command is the one CI runs."""
+"""The README's two commands are the ones the project runs."""
 
 import pathlib
 import re
 
+import pytest
+
+pytestmark = pytest.mark.core
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def test_ci_runs_the_readme_test_command():
+def _bash_blocks():
     readme = (ROOT / "README.md").read_text()
-    commands = re.findall(r"```bash\n(python3 -m venv[^\n]*)\n```", readme)
-    test_commands = [c for c in commands if "pytest" in c]
-    assert len(test_commands) == 1
-    assert test_commands[0] in (ROOT / ".ci" / "run").read_text()
+    return re.findall(r"```bash\n([^\n]*)\n```", readme)
+
+
+def test_ci_runs_the_readme_test_command():
+    commands = [c for c in _bash_blocks() if "tools/test.sh" in c]
+    assert commands == ["bash tools/test.sh"]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert re.search(r"^bash tools/test\.sh$", ci, re.M)
+
+
+def test_the_readme_main_command_runs_the_example_with_a_backend():
+    commands = [c for c in _bash_blocks() if "examples/dcgan.py" in c]
+    assert len(commands) == 1
+    command = commands[0]
+    assert command.startswith("python3 -m venv .venv && ")
+    # TensorFlow is an extra now: the main job must install it.
+    assert re.search(r'-e "\.\[[^"]*tensorflow[^"]*\]"', command)

@@ -15,6 +15,9 @@ from backends import to_numpy
 from references import output_axis_matrix
 from references import reference_sigma
 
+# float64 references and layers: x64 on JAX for these tests.
+pytestmark = pytest.mark.float64
+
 SN = keras_sn.SpectralNormalization
 
 

@@ -127,6 +127,7 @@ def _reload_in_fresh_process(directory, kind):
 
 
 @tensorflow_only
+@pytest.mark.integration
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["export", "tf_saved_model_save"])
 def test_saved_model_reloads_in_fresh_process_with_identical_outputs(

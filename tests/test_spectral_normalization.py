@@ -179,6 +179,7 @@ def test_tiny_kernel_is_normalized_to_unit_sigma():
 
 
 @float64_only
+@pytest.mark.float64
 def test_float64_layer_computes_in_float64():
     layer = keras_sn.SpectralNormalization(
         keras.layers.Dense(5, dtype="float64"), warmup_iterations=60

@@ -141,6 +141,7 @@ def test_initial_sigma_is_restored_by_a_keras_file_not_recaptured(tmp_path):
     np.testing.assert_array_equal(to_numpy(model(x)), to_numpy(loaded(x)))
 
 
+@pytest.mark.float64
 def test_float64_layer_keeps_float64_initial_sigma():
     inner = keras.layers.Dense(3, dtype="float64")
     layer = keras_sn.SpectralNormalization(inner, target_norm="initial")
@@ -156,6 +157,7 @@ def test_mixed_precision_target_norm():
     assert all(w.dtype == "float32" for w in layer.weights)
 
 
+@pytest.mark.float64
 @pytest.mark.parametrize(
     "options",
     [{"target_norm": 2.0}, {"target_norm": 0.5, "shrink_only": True},

@@ -6,12 +6,14 @@ convolution from its dense Gram matrix; see `exact_operator_norm`).
 """
 
 import dataclasses
+import functools
 import math
 
 import keras
 import numpy as np
 from keras import ops
 
+from keras_sn import _compat
 from keras_sn import weights as weights_lib
 from keras_sn._src import conv_operator
 from keras_sn._src import lanczos
@@ -20,6 +22,18 @@ from keras_sn._src import power_iteration
 METHODS = ("reshape", "operator")
 
 
+def _in_float64(function):
+    # Eager analysis is float64 on every backend (JAX: x64 for the call).
+    @functools.wraps(function)
+    def wrapped(*args, **kwargs):
+        with _compat.float64_scope():
+            return function(*args, **kwargs)
+
+    return wrapped
+
+
+
+@_in_float64
 def spectral_norm(layer_or_weight, method=None, input_shape=None, axis=None,
                   normalized=False):
     """The exact spectral norm sigma of a weight, a layer or a wrapper.
@@ -241,6 +255,7 @@ def conv_matvecs(kernel, operator):
     return matvec, rmatvec
 
 
+@_in_float64
 def warm_up(kernel, operator, u0, iterations):
     """Warm-up feature maps `(u, v)` for the layer state, float64 numpy.
 
@@ -281,6 +296,7 @@ class OperatorNorm:
     steps: int = 0
 
 
+@_in_float64
 def exact_operator_norm(kernel, operator, max_dense_dim=MAX_DENSE_DIM,
                         tolerance=1e-9, max_steps=400, seed=0):
     """The operator norm of the convolution by `kernel`, for analysis.

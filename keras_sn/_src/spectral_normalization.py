@@ -8,6 +8,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_sn import _compat
 from keras_sn import weights as weights_lib
 from keras_sn._src import conv_operator
 from keras_sn._src import lanczos
@@ -628,13 +629,24 @@ class _WarmStart:
             )
         return self._result
 
+    # Inside a stateless scope (a symbolic build) Keras reads a deferred
+    # variable through its initializer, with traced weights: give it a
+    # placeholder of the right shape; the warm-up runs at the real
+    # initialization, eagerly, once the scope is left.
+
     def u(self, shape, dtype=None):
+        if _compat.in_stateless_scope():
+            return ops.zeros(shape, dtype=dtype)
         return self._vectors()[0]
 
     def v(self, shape, dtype=None):
+        if _compat.in_stateless_scope():
+            return ops.zeros(shape, dtype=dtype)
         return self._vectors()[1]
 
     def sigma(self, shape, dtype=None):
+        if _compat.in_stateless_scope():
+            return ops.ones(shape, dtype=dtype)
         # What inference divides by, so that a just-captured
         # `target_norm="initial"` layer runs with its weight unchanged.
         v = ops.convert_to_tensor(self._vectors()[1])

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# The whole test suite, in tiers, each in the environment it needs. It makes
+# every virtual environment itself (on a fresh machine too) and prints, per
+# tier, pytest's counts and the wall time. CI (.ci/run) runs exactly this.
+#
+#   tier          environment                              tests
+#   tensorflow    .venv: latest TF, JAX, torch (editable)  all: core, unit, integration, doctests
+#   torch         .venv                                    unit
+#   jax-wheel     .venv-wheel: the built wheel, JAX only,  unit (and: the wheel installs and
+#                 no TensorFlow                             imports, twine check passes)
+#   floor         .venv-floor: the declared floors         core and unit, TensorFlow backend
+#   docs          .venv                                    mkdocs build --strict
+#
+# Usage: bash tools/test.sh [pytest args for every tier, e.g. -x]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+PYTHON=${PYTHON:-python3}
+# The floors (setup.cfg) and what TensorFlow 2.16 needs beside them.
+FLOOR_PINS=${FLOOR_PINS:-"keras==3.3.3 tensorflow==2.16.2 numpy<2"}
+# CI's machines hold this CPU build of torch; elsewhere any torch>=2.1 works.
+TORCH_PIN=${TORCH_PIN:-"torch==2.13.0"}
+LOGS=$ROOT/.test-logs
+rm -rf "$LOGS" dist && mkdir -p "$LOGS"
+export TF_CPP_MIN_LOG_LEVEL=2 PIP_DISABLE_PIP_VERSION_CHECK=1
+start_all=$(date +%s)
+failed=0
+
+step() {  # step NAME COMMAND...: run, log, time; remember a failure
+  local name=$1; shift
+  local start rc
+  start=$(date +%s)
+  echo "=== $name: $*"
+  "$@" > "$LOGS/$name.log" 2>&1
+  rc=$?
+  tail -n 3 "$LOGS/$name.log"
+  local counts
+  counts=$(grep -aE "[0-9]+ (passed|failed|error)" "$LOGS/$name.log" | tail -n 1 | tr -d '=' | sed 's/^ *//')
+  printf '%-12s %5d s  rc=%d  %s\n' "$name" $(( $(date +%s) - start )) "$rc" \
+    "$counts" >> "$LOGS/summary.txt"
+  if [ "$rc" -ne 0 ]; then
+    failed=1
+    echo "--- $name failed (rc=$rc); the end of its log:"
+    tail -n 60 "$LOGS/$name.log"
+  fi
+  return "$rc"
+}
+
+setup_main() {
+  "$PYTHON" -m venv .venv &&
+    .venv/bin/pip install -q "$TORCH_PIN" &&
+    .venv/bin/pip install -q -e ".[tensorflow,jax,torch,test,docs,release]"
+}
+
+setup_wheel() {  # build the wheel and sdist, check them, install the wheel with JAX only
+  .venv/bin/python -m build --sdist --wheel --outdir dist . &&
+    .venv/bin/twine check --strict dist/* &&
+    rm -rf .venv-wheel && "$PYTHON" -m venv .venv-wheel &&
+    .venv-wheel/bin/pip install -q "$(ls dist/*.whl)[jax,test]" &&
+    (cd /tmp && KERAS_BACKEND=jax "$ROOT/.venv-wheel/bin/python" -c "
+import importlib.util, keras_sn
+assert 'site-packages' in keras_sn.__file__, keras_sn.__file__
+assert importlib.util.find_spec('tensorflow') is None, 'TensorFlow is installed'
+print('wheel', keras_sn.__version__, 'imports from', keras_sn.__file__, 'without TensorFlow')")
+}
+
+setup_floor() {
+  rm -rf .venv-floor && "$PYTHON" -m venv .venv-floor &&
+    .venv-floor/bin/pip install -q $FLOOR_PINS &&
+    .venv-floor/bin/pip install -q -e ".[test]" $FLOOR_PINS &&
+    .venv-floor/bin/python -c "import keras, tensorflow as tf; print('floor: keras', keras.__version__, 'tensorflow', tf.__version__)"
+}
+
+step setup-main setup_main || { cat "$LOGS/summary.txt"; exit 1; }
+# The other environments install while the first tiers run.
+( step setup-wheel setup_wheel > "$LOGS/setup-wheel.step" 2>&1; echo $? > "$LOGS/setup-wheel.rc" ) &
+( step setup-floor setup_floor > "$LOGS/setup-floor.step" 2>&1; echo $? > "$LOGS/setup-floor.rc" ) &
+
+step tensorflow env KERAS_BACKEND=tensorflow .venv/bin/python -m pytest -p no:cacheprovider "$@"
+step torch env KERAS_BACKEND=torch .venv/bin/python -m pytest -p no:cacheprovider -m "not core and not integration" "$@"
+wait
+cat "$LOGS/setup-wheel.step" "$LOGS/setup-floor.step"
+# `pytest` (not `python -m pytest`) and the `tests` folder only: the
+# repository root is not on sys.path, so the installed wheel is what runs.
+if [ "$(cat "$LOGS/setup-wheel.rc")" = 0 ]; then
+  step jax-wheel env KERAS_BACKEND=jax .venv-wheel/bin/pytest -p no:cacheprovider tests -m "not core and not integration" "$@"
+else
+  failed=1; echo "jax-wheel    not run: setup-wheel failed" >> "$LOGS/summary.txt"
+fi
+if [ "$(cat "$LOGS/setup-floor.rc")" = 0 ]; then
+  step floor env KERAS_BACKEND=tensorflow .venv-floor/bin/python -m pytest -p no:cacheprovider tests -m "not integration" "$@"
+else
+  failed=1; echo "floor        not run: setup-floor failed" >> "$LOGS/summary.txt"
+fi
+if [ -f mkdocs.yml ]; then
+  step docs .venv/bin/mkdocs build --strict --site-dir "$LOGS/site"
+fi
+
+echo
+echo "=== summary: wall time and pytest's counts per tier"
+cat "$LOGS/summary.txt"
+echo "total wall time: $(( $(date +%s) - start_all )) s"
+# One closing line over all tiers: N passed, N failed, N skipped.
+total() {  # sum of "N $1" over each tier's closing pytest line
+  for tier in tensorflow torch jax-wheel floor; do
+    grep -aE "[0-9]+ (passed|failed|error)" "$LOGS/$tier.log" 2>/dev/null |
+      tail -n 1 | grep -oE "[0-9]+ $1"
+  done | awk '{s += $1} END {print s + 0}'
+}
+echo "all tiers: $(total passed) passed, $(( $(total failed) + $(total error) )) failed, $(total skipped) skipped"
+exit "$failed"
