@@ -103,9 +103,31 @@ def require_tensorflow(feature):
     return tensorflow
 
 
+# Keras < 3.7: `keras.Variable` is a subclass (keras/src/backend/exports.py)
+# that layers never instantiate; their variables derive from `KerasVariable`
+# (renamed `Variable` in 3.7, when it became `keras.Variable`). On newer Keras
+# the import fails and the check is `keras.Variable` alone.
+_VARIABLE_TYPES = tuple(
+    {
+        keras.Variable,
+        _import_optional("keras.src.backend.common.variables", "KerasVariable")
+        or keras.Variable,
+    }
+)
+
+
 def is_variable(value):
     """Whether `value` is a Keras variable (any backend, any Keras 3)."""
-    return isinstance(value, keras.Variable)
+    return isinstance(value, _VARIABLE_TYPES)
+
+
+def mark_wrapper_unbuilt(wrapper):
+    """Undoes the `built = True` that `Wrapper.build` sets on Keras < 3.10.
+
+    The wrapper sets `built` itself once all of its state exists, so a build
+    that fails half-way leaves it unbuilt; a no-op on newer Keras.
+    """
+    wrapper.built = False
 
 
 def float64_scope():

@@ -16,6 +16,8 @@ import math
 
 import keras
 
+from keras_sn import _compat
+
 
 @dataclasses.dataclass(frozen=True)
 class MatrixView:
@@ -228,7 +230,7 @@ def _variable_names(layer):
     # behind a public `kernel` property is reported as `kernel`.
     names = set()
     for name, value in vars(layer).items():
-        if isinstance(value, keras.Variable):
+        if _compat.is_variable(value):
             public = name.lstrip("_")
             names.add(public if hasattr(type(layer), public) else name)
     return sorted(names)
@@ -239,7 +241,7 @@ def _get_variable(layer, name):
         value = getattr(layer, name)
     except AttributeError:
         value = None
-    if isinstance(value, keras.Variable):
+    if _compat.is_variable(value):
         return value
     if value is None:
         raise ValueError(
@@ -290,7 +292,7 @@ def resolve_weights(layer, weight_name=None, axis=None):
         names = list(rules)
         if not names:
             kernel = getattr(layer, "kernel", None)
-            if isinstance(kernel, keras.Variable) and len(kernel.shape) >= 2:
+            if _compat.is_variable(kernel) and len(kernel.shape) >= 2:
                 names = ["kernel"]  # any other layer with a matrix `kernel`
             else:
                 raise ValueError(

@@ -191,13 +191,15 @@ def _damage_member(member, transform):
     return damage
 
 
-def _zero_bytes_inside_weights(good, target):
+def _flip_bytes_inside_weights(good, target):
+    # Every bit of 16 bytes flipped: the bytes change whatever they were
+    # (zeroing them could leave zeros unchanged and the CRC intact).
     data = bytearray(good.read_bytes())
     with zipfile.ZipFile(good) as z:
         info = z.getinfo("model.weights.h5")
     start = info.header_offset + 30 + len(info.filename) + len(info.extra)
     middle = start + info.compress_size // 2
-    data[middle:middle + 16] = bytes(16)
+    data[middle:middle + 16] = bytes(b ^ 0xFF for b in data[middle:middle + 16])
     target.write_bytes(bytes(data))
 
 
@@ -220,8 +222,8 @@ DAMAGES = {
     "weights_member_missing": (
         _damage_member("model.weights.h5", lambda d: None),
         ValueError, r"Expected a model\.weights\.h5"),
-    "16_bytes_zeroed_inside_weights": (
-        _zero_bytes_inside_weights, zipfile.BadZipFile,
+    "16_bytes_flipped_inside_weights": (
+        _flip_bytes_inside_weights, zipfile.BadZipFile,
         r"Bad CRC-32 for file 'model\.weights\.h5'"),
 }
 

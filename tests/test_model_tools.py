@@ -123,7 +123,7 @@ def test_apply_with_initial_target_runs_like_the_original(kind):
                                rtol=1e-5, atol=1e-5)
     conv = wrapped.get_layer("conv" if kind == "sequential" else "conv_a")
     np.testing.assert_allclose(
-        float(conv.initial_sigma),
+        float(keras.ops.convert_to_numpy(conv.initial_sigma)),
         reference_sigma(output_axis_matrix(to_numpy(conv.layer.kernel))),
         rtol=1e-3,
     )

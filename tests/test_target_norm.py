@@ -79,7 +79,7 @@ def test_initial_captures_sigma_and_the_layer_runs_unchanged():
     assert [w.name for w in layer.non_trainable_weights] == [
         "vector_u", "vector_v", "initial_sigma"
     ]
-    np.testing.assert_allclose(float(layer.initial_sigma), 3.0,
+    np.testing.assert_allclose(float(keras.ops.convert_to_numpy(layer.initial_sigma)), 3.0,
                                rtol=1e-4)
     x = _x()
     # The capture is the estimate inference divides by: scale exactly 1.
@@ -108,7 +108,7 @@ def test_initial_constrains_a_changed_weight(shrink_only, factor,
     layer.layer.kernel.assign(layer.layer.kernel * factor)  # "fine-tuning"
     for _ in range(20):  # power steps track the new weight
         layer(_x(), training=True)
-    np.testing.assert_allclose(float(layer.initial_sigma), 2.0,
+    np.testing.assert_allclose(float(keras.ops.convert_to_numpy(layer.initial_sigma)), 2.0,
                                rtol=1e-4)
     np.testing.assert_allclose(_effective_sigma(layer), expected_sigma,
                                rtol=1e-3)
@@ -118,7 +118,7 @@ def test_reestimate_recaptures_the_initial_sigma():
     layer = _dense(kernel_sigma=2.0, target_norm="initial")
     layer.layer.kernel.assign(layer.layer.kernel * 3.0)
     layer.reestimate()
-    np.testing.assert_allclose(float(layer.initial_sigma), 6.0,
+    np.testing.assert_allclose(float(keras.ops.convert_to_numpy(layer.initial_sigma)), 6.0,
                                rtol=1e-4)
 
 
@@ -130,13 +130,13 @@ def test_initial_sigma_is_restored_by_a_keras_file_not_recaptured(tmp_path):
                                        shrink_only=True),
     ])
     wrapper = model.layers[0]
-    captured = float(wrapper.initial_sigma)
+    captured = float(keras.ops.convert_to_numpy(wrapper.initial_sigma))
     wrapper.layer.kernel.assign(wrapper.layer.kernel * 5.0)  # after capture
     path = str(tmp_path / "initial.keras")
     model.save(path)
     loaded = keras.models.load_model(path)
     assert loaded.layers[0].target_norm == "initial"
-    assert float(loaded.layers[0].initial_sigma) == captured
+    assert float(keras.ops.convert_to_numpy(loaded.layers[0].initial_sigma)) == captured
     x = _x()
     np.testing.assert_array_equal(to_numpy(model(x)), to_numpy(loaded(x)))
 
@@ -173,7 +173,7 @@ def test_training_gradient_matches_finite_differences(options):
         inner, power_iterations=50, warmup_iterations=50, **options
     )
     layer.build((None, 4))
-    target = (float(layer.initial_sigma)
+    target = (float(keras.ops.convert_to_numpy(layer.initial_sigma))
               if options["target_norm"] == "initial"
               else options["target_norm"])
     rng = np.random.default_rng(1)

@@ -115,7 +115,7 @@ def spectral_norm(layer_or_weight, method=None, input_shape=None, axis=None,
 
 def to_float64_numpy(value):
     """A float64 numpy copy of an array, tensor or variable (any backend)."""
-    if isinstance(value, keras.Variable):
+    if _compat.is_variable(value):
         value = value.value
     return np.asarray(ops.convert_to_numpy(value), np.float64)
 

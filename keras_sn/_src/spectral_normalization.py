@@ -234,6 +234,7 @@ class SpectralNormalization(keras.layers.Wrapper):
 
     def _build_state(self, input_shape):
         super().build(input_shape)
+        _compat.mark_wrapper_unbuilt(self)
         # Resolve (and validate) first: on error no state has been created.
         resolved = weights_lib.resolve_weights(
             self.layer, self.weight_name, self.axis
