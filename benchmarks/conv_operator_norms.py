@@ -25,7 +25,7 @@ norm of the layer after reshape spectral normalization: what a
 
 Usage:
 
-    python benchmarks/conv_operator_norms.py            # the README's table
+    python benchmarks/conv_operator_norms.py            # docs/lipschitz.md's table
     python benchmarks/conv_operator_norms.py --seeds 1 --epochs 1  # quicker
 """
 

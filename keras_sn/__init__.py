@@ -12,6 +12,7 @@ _compat.check_keras_version()
 
 from keras_sn import callbacks  # noqa: E402
 from keras_sn import weights  # noqa: E402
+from keras_sn._src.migration import from_builtin  # noqa: E402
 from keras_sn._src.model_tools import apply  # noqa: E402
 from keras_sn._src.model_tools import strip  # noqa: E402
 from keras_sn._src.model_tools import wrapped_layers  # noqa: E402
@@ -27,6 +28,7 @@ __all__ = [
     "SpectralNormalization",
     "apply",
     "callbacks",
+    "from_builtin",
     "report",
     "spectral_norm",
     "strip",

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.core
 
 def test_all_is_pinned():
     assert sorted(keras_sn.__all__) == sorted(
-        ["SpectralNormalization", "apply", "callbacks", "report",
+        ["SpectralNormalization", "apply", "callbacks", "from_builtin", "report",
          "spectral_norm", "strip", "weights", "wrapped_layers",
          "__version__"]
     )
@@ -21,7 +21,7 @@ def test_all_is_pinned():
 
 def test_public_tools_are_the_documented_objects():
     assert keras_sn.callbacks.SigmaLogger.__module__ == "keras_sn.callbacks"
-    for name in ["apply", "strip", "report", "spectral_norm"]:
+    for name in ["apply", "strip", "report", "spectral_norm", "from_builtin"]:
         assert callable(getattr(keras_sn, name)), name
 
 

@@ -6,11 +6,13 @@ both call `top_singular_pair` with the operator given as two closures.
 
 Plain power iteration converges like ``(sigma_2 / sigma_1)^(2k)``, which for
 freshly initialized kernels (whose top singular values nearly tie) leaves
-sigma 1-2% low after 15 steps. Lanczos bidiagonalization with full
+sigma percents low after 15 steps. Lanczos bidiagonalization with full
 reorthogonalization spends the same products per step (one ``A v`` and one
 ``Aᵀ u``) but builds a Krylov subspace. How close it gets in a given number of
-steps depends on the spectrum; `tests/test_power_iteration.py` pins the
-warm-up's accuracy against numpy's SVD.
+steps depends on the spectrum; `benchmarks/warmup_accuracy.py` measures the
+default warm-up against numpy's SVD (the figures are in the docs' "Lipschitz
+networks" page, the one place they are stated) and
+`tests/test_power_iteration.py` pins it on known spectra.
 """
 
 import numpy as np

@@ -1,0 +1,101 @@
+"""Every ```python block of README.md and docs/*.md runs as written.
+
+Each block is one test, `<file>:<n>` (the n-th Python block of the file,
+from 1), run standalone in a fresh namespace; its printed output must not
+contain `False` (the snippets print their checks). A comment on the line
+before a block marks it:
+
+- `<!-- snippet: slow -->`: the test carries the `slow` marker;
+- `<!-- snippet: requires MODULE -->`: skipped when MODULE cannot be
+  imported (TF Addons, which does not run on Keras 3; torch).
+
+Blocks indented under a content tab (`=== "..."`) are collected too. The
+snippets are written for the TensorFlow backend (`tf.function`, SavedModel,
+TFLite); the features they show are tested on every backend elsewhere.
+"""
+
+import contextlib
+import importlib.util
+import io
+import pathlib
+import re
+import textwrap
+
+import pytest
+
+from backends import tensorflow_only
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+FILES = [ROOT / "README.md"] + sorted((ROOT / "docs").glob("*.md"))
+FENCE = re.compile(r"^( *)```python\s*$")
+MARKER = re.compile(r"<!--\s*snippet:\s*(slow|requires\s+([\w.]+))\s*-->")
+
+
+def _blocks(path):
+    """`(code, marker)` for each ```python block of `path`."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    blocks, i = [], 0
+    while i < len(lines):
+        match = FENCE.match(lines[i])
+        if not match:
+            i += 1
+            continue
+        indent, start = match.group(1), i
+        i += 1
+        body = []
+        while i < len(lines) and lines[i].strip() != "```":
+            body.append(lines[i])
+            i += 1
+        assert i < len(lines), f"{path.name}: unclosed block at line {start + 1}"
+        previous = next((line for line in reversed(lines[:start]) if line.strip()), "")
+        marker = MARKER.search(previous)
+        code = textwrap.dedent("\n".join(body)) if indent else "\n".join(body)
+        blocks.append((code, marker.group(1) if marker else None, start + 1))
+        i += 1
+    return blocks
+
+
+def _cases():
+    cases = []
+    for path in FILES:
+        name = path.relative_to(ROOT).as_posix()
+        for n, (code, marker, line) in enumerate(_blocks(path), start=1):
+            marks = [pytest.mark.slow] if marker == "slow" else []
+            cases.append(pytest.param(name, line, code, marker, id=f"{name}:{n}", marks=marks))
+    return cases
+
+
+CASES = _cases()
+
+
+def test_every_python_block_is_collected():
+    for path in FILES:
+        text = path.read_text(encoding="utf-8")
+        fences = len(re.findall(r"^ *```python\s*$", text, flags=re.M))
+        assert fences == len(_blocks(path)), path.name
+    assert len(CASES) >= 20
+    assert {case.values[0] for case in CASES} >= {
+        "README.md", "docs/getting-started.md", "docs/gans.md",
+        "docs/lipschitz.md", "docs/saving.md", "docs/migration.md"}
+
+
+def test_the_main_tools_appear_in_a_snippet():
+    joined = "\n".join(case.values[2] for case in CASES)
+    for name in ["target_norm=", "shrink_only=", 'method="operator"',
+                 "keras_sn.spectral_norm(", "keras_sn.apply(", "keras_sn.strip(",
+                 "keras_sn.report(", "keras_sn.from_builtin(", "reestimate("]:
+        assert name in joined, name
+
+
+@tensorflow_only
+@pytest.mark.parametrize("name, line, code, marker", CASES)
+def test_snippet_runs(name, line, code, marker, tmp_path, monkeypatch):
+    if marker and marker.startswith("requires"):
+        module = marker.split()[1]
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{name}:{line} needs {module}, which is not installed")
+    monkeypatch.chdir(tmp_path)  # files a snippet writes stay in tmp_path
+    output = io.StringIO()
+    with contextlib.redirect_stdout(output):
+        exec(compile(code, f"{name}:{line}", "exec"), {"__name__": "__snippet__"})
+    assert "False" not in output.getvalue(), output.getvalue()
