@@ -121,7 +121,7 @@ Attributes:
     rules: Dict of weight attribute name to a `(layer, shape) -> MatrixView`.
     linear_in_input: Whether the layer is `op(x, W) + b` with `op` bilinear, so
         that running it on `x / sigma` equals running it with `W / sigma`.
-    description: What the README's table says.
+    description: What the documentation's weight table says.
 """
 
 # Order matters: the first row whose classes match the layer is used.

@@ -230,7 +230,7 @@ def test_step_backup_restores_mid_epoch_state_exactly_but_keras_reruns_epoch(
     assert any(
         not np.array_equal(a, b)
         for a, b in zip(resumed, _load(base / "reference.npz"))
-    ), "Keras now resumes mid-epoch exactly; update this test and the README"
+    ), "Keras now resumes mid-epoch exactly; update this test and docs/distributed.md"
 
 
 @pytest.mark.slow
