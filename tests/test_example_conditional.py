@@ -103,7 +103,8 @@ def test_smoke_trains_exports_reloads_and_scores(conditional, digits_cache,
                                                   tmp_path):
     out = tmp_path / "run"
     env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="0",
-               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+               PYTHONPATH=os.pathsep.join(
+                   [str(ROOT), os.environ.get("PYTHONPATH", "")]))
     command = [sys.executable, str(EXAMPLES / "conditional_sngan.py"), "--epochs",
                "1", "--steps-per-epoch", "2", "--batch-size", "8", "--width",
                "0.0625", "--out", str(out), "--eval", "--cache-dir",

@@ -193,7 +193,8 @@ def test_kl_from_uniform(metrics):
 def test_smoke_trains_exports_reloads_and_scores(dcgan, digits_cache, tmp_path):
     out = tmp_path / "run"
     env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="0",
-               PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+               PYTHONPATH=os.pathsep.join(
+                   [str(ROOT), os.environ.get("PYTHONPATH", "")]))
     command = [sys.executable, str(EXAMPLES / "dcgan.py"), "--epochs", "2",
                "--steps-per-epoch", "2", "--batch-size", "8", "--width", "0.0625",
                "--out", str(out), "--eval", "--cache-dir", str(digits_cache)]
