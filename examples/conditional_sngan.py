@@ -199,7 +199,7 @@ def train(*, data_dir=None, out="runs/conditional_sngan", steps_per_epoch=200,
 
 def main(argv=None):
     parser = dcgan.make_parser(
-        description=__doc__.split("\n")[1], default_out="runs/conditional_sngan",
+        description=__doc__.split("\n")[1][7:], default_out="runs/conditional_sngan",
         default_steps=200)
     args = parser.parse_args(argv)
     try:

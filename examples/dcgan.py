@@ -350,7 +350,7 @@ def train(*, dataset="digits", data_dir=None, image_size=None, width=0.25,
     return result
 
 
-def make_parser(description=__doc__.split("\n")[1], default_out="runs/dcgan",
+def make_parser(description=__doc__.split("\n")[1][7:], default_out="runs/dcgan",
                 default_steps=300):
     parser = argparse.ArgumentParser(description=description)
     add = parser.add_argument
