@@ -156,8 +156,8 @@ def test_data_sources(dcgan, tmp_path):
     assert list(labels.take(5).as_numpy_iterator()) == list(digits.target[:5])
     for label in ("a", "b"):
         (tmp_path / label).mkdir()
-        keras.utils.save_img(tmp_path / label / "x.png",
-                             np.full((8, 8, 3), 255 if label == "b" else 0, "uint8"))
+        keras.utils.save_img(tmp_path / label / "x.png", np.full(
+            (8, 8, 3), 255 if label == "b" else 0, "uint8"), scale=False)
     images, labels, channels, count = dcgan.load_images(data_dir=str(tmp_path),
                                                         image_size=8)
     x = np.stack(list(images.as_numpy_iterator()))
