@@ -1,6 +1,7 @@
-"""Generator updates per second of examples/dcgan.py, with XLA on and off.
+"""Generator updates per second of examples/dcgan.py's GAN, XLA on and off.
 
-For each configuration it builds the example's SN-GAN (and, with
+For each configuration it builds the example's SN-GAN (the same models and
+step, from benchmarks/gan_quality.py, which uses public `keras_sn` names only) (and, with
 `--with-no-sn`, the same GAN with an unwrapped discriminator), compiles the
 train step with `jit_compile=True` and with `jit_compile=False`, times the
 first `fit` step (tracing and compilation), then times the variants in
@@ -24,7 +25,6 @@ is the comparable number.
 """
 
 import argparse
-import importlib.util
 import json
 import os
 import pathlib
@@ -40,20 +40,14 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import gan_quality  # noqa: E402
 
 CONFIGS = {
     "digits": dict(image_size=24, channels=1, width=0.25, batch_size=64),
     "cifar32": dict(image_size=32, channels=3, width=1.0, batch_size=64),
 }
-
-
-def load_example():
-    spec = importlib.util.spec_from_file_location(
-        "dcgan_example", ROOT / "examples" / "dcgan.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def cpu_model():
@@ -87,31 +81,16 @@ def machine():
     }
 
 
-def build_gan(dcgan, config, setting, spectral_norm, jit_compile, seed=0):
-    keras.utils.set_random_seed(seed)
-    hyper = dcgan.SETTINGS[setting]
-    generator = dcgan.build_generator(
-        config["image_size"], config["channels"], width=config["width"]
-    )
-    discriminator = dcgan.build_discriminator(
-        config["image_size"], config["channels"], width=config["width"],
-        spectral_norm=spectral_norm,
-    )
-    gan = dcgan.SNGAN(generator, discriminator, n_dis=hyper.n_dis, seed=seed)
-
-    def adam():
-        return keras.optimizers.Adam(
-            hyper.learning_rate, beta_1=hyper.beta_1, beta_2=hyper.beta_2
-        )
-
-    gan.compile(d_optimizer=adam(), g_optimizer=adam(), jit_compile=jit_compile)
-    return gan
+def build_gan(config, setting, spectral_norm, jit_compile, seed=0):
+    return gan_quality.build_gan(
+        setting=setting, norm="sn" if spectral_norm else "none",
+        image_size=config["image_size"], channels=config["channels"],
+        width=config["width"], jit_compile=jit_compile, seed=seed)
 
 
 def run(config_name, *, setting, rounds, steps, with_no_sn):
-    dcgan = load_example()
     config = CONFIGS[config_name]
-    n_dis = dcgan.SETTINGS[setting].n_dis
+    n_dis = gan_quality.SETTINGS[setting][3]
     size, channels = config["image_size"], config["channels"]
     images = np.random.default_rng(0).uniform(
         -1, 1, (4 * config["batch_size"] * n_dis, size, size, channels)
@@ -129,7 +108,7 @@ def run(config_name, *, setting, rounds, steps, with_no_sn):
                 f"{'SN' if spectral_norm else 'no SN'}, "
                 f"{'XLA' if jit_compile else 'no XLA'}"
             )
-            gan = build_gan(dcgan, config, setting, spectral_norm, jit_compile)
+            gan = build_gan(config, setting, spectral_norm, jit_compile)
             start = time.perf_counter()
             gan.fit(data, steps_per_epoch=1, epochs=1, verbose=0)
             first = time.perf_counter() - start
@@ -160,8 +139,8 @@ def main(argv=None):
         "--config", choices=sorted(CONFIGS) + ["all"], default="all",
         help="which configuration(s) to time",
     )
-    parser.add_argument("--setting", default=None,
-                        help="Table 1 setting (default: the example's)")
+    parser.add_argument("--setting", default="C",
+                        help="Table 1 setting (default: C, the example's)")
     parser.add_argument("--rounds", type=int, default=5,
                         help="interleaved timing rounds per variant")
     parser.add_argument("--steps", type=int, default=10,
@@ -171,8 +150,6 @@ def main(argv=None):
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args(argv)
 
-    if args.setting is None:
-        args.setting = load_example().DEFAULT_SETTING
     info = machine()
     print("Machine:", json.dumps(info))
     names = sorted(CONFIGS) if args.config == "all" else [args.config]

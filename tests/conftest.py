@@ -39,3 +39,9 @@ def _seed_and_policy(request):
     else:
         yield
     keras.config.set_dtype_policy("float32")
+
+
+@pytest.fixture(scope="session")
+def digits_cache(tmp_path_factory):
+    """One cache for the examples' digits classifier (trained once a session)."""
+    return tmp_path_factory.mktemp("digits_classifier")
