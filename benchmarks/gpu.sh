@@ -22,12 +22,17 @@ export TF_CPP_MIN_LOG_LEVEL=2
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 if [ "${1:-}" = "--dry-run" ]; then
+  # Every code path of the real run (train and inference, all variants,
+  # memory, the GAN update) at batch 4 only, 2 rounds of 1 step: a check
+  # that the script runs, on a CPU in a few minutes. Figures meaningless.
+  BATCHES=(4)
   STEP_ARGS=(--rounds 2 --steps 1 --warmup-rounds 0)
-  GAN_ARGS=(--rounds 2 --steps 1)
-  echo "== DRY RUN: tiny rounds, figures meaningless =="
+  GAN_ARGS=(--batch 4 --rounds 2 --steps 1)
+  echo "== DRY RUN: batch 4 only, tiny rounds, figures meaningless =="
 else
+  BATCHES=(64 4)
   STEP_ARGS=(--rounds 15 --steps 20 --warmup-rounds 2)
-  GAN_ARGS=(--rounds 9 --steps 50)
+  GAN_ARGS=(--batch 64 --rounds 9 --steps 50)
 fi
 
 date -u +"date: %Y-%m-%dT%H:%M:%SZ"
@@ -48,13 +53,13 @@ PY
 
 echo
 echo "== 1. step time, XLA on (median and IQR of per-round ratios to plain) =="
-timeout 330 "$PYTHON" benchmarks/step_time.py --jit on --batch 64 4 \
+timeout 330 "$PYTHON" benchmarks/step_time.py --jit on --batch "${BATCHES[@]}" \
   --model both --mode both --no-torch --markdown "${STEP_ARGS[@]}" \
   2> >(grep -v -e "^[IWE]0000" -e "^WARNING" >&2)
 echo "step_time.py exit status: $?"
 
 echo
 echo "== 2. SN-GAN generator updates per second, XLA on, batch 64 =="
-timeout 120 "$PYTHON" benchmarks/gan_step_time.py --jit on --batch 64 \
+timeout 120 "$PYTHON" benchmarks/gan_step_time.py --jit on \
   "${GAN_ARGS[@]}" 2> >(grep -v -e "^[IWE]0000" -e "^WARNING" >&2)
 echo "gan_step_time.py exit status: $?"
