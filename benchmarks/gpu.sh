@@ -19,6 +19,7 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python}"
 export KERAS_BACKEND=tensorflow
 export TF_CPP_MIN_LOG_LEVEL=2
+export PYTHONUNBUFFERED=1  # rows reach the log even if a timeout stops a step
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 if [ "${1:-}" = "--dry-run" ]; then
@@ -61,7 +62,7 @@ timeout "$STEP_TIMEOUT" "$PYTHON" benchmarks/step_time.py --jit on --batch "${BA
 echo "step_time.py exit status: $?"
 
 echo
-echo "== 2. SN-GAN generator updates per second, XLA on, batch 64 =="
+echo "== 2. SN-GAN generator updates per second, XLA on =="
 timeout "$GAN_TIMEOUT" "$PYTHON" benchmarks/gan_step_time.py --jit on \
   "${GAN_ARGS[@]}" 2> >(grep -v -e "^[IWE]0000" -e "^WARNING" >&2)
 echo "gan_step_time.py exit status: $?"
