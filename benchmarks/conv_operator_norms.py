@@ -19,7 +19,7 @@ Both sigmas are computed by `keras_sn.spectral_norm`: the reshape one by numpy
 SVD; the operator one at each layer's input size by Golub-Kahan-Lanczos
 through the convolution and its transpose until the relative residual is below
 1e-9, as `keras_sn.spectral_norm` does for inputs above 1024 entries
-(see `keras_sn.operator_norm`). The ratio operator / reshape is the operator
+(see `keras_sn.spectral_norm`). The ratio operator / reshape is the operator
 norm of the layer after reshape spectral normalization: what a
 "1-Lipschitz" layer actually has.
 
@@ -32,6 +32,7 @@ Usage:
 import argparse
 import json
 import os
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -41,6 +42,10 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import keras_sn  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _models import describe  # noqa: E402
+from _models import machine  # noqa: E402
 
 # (kernel size, strides, filters), in order.
 SHAPES = [
@@ -158,6 +163,7 @@ def main():
                         help="also write the numbers as JSON to this file")
     args = parser.parse_args()
 
+    print("machine: " + describe(machine()))
     start = time.time()
     random_rows = [conv_norms(discriminator(seed=seed))
                    for seed in range(args.seeds)]

@@ -13,10 +13,24 @@ Table 3, 32x32x3 inputs) and of its generator with every convolution wrapped
   product for sigma at inference): the cost of an ideal wrapper on this
   machine.
 
+- `strip` (inference): the `keras_sn` model after `keras_sn.strip`, plain
+  layers holding the normalized kernels.
+
 Variants are interleaved in rounds inside one process (the order is shuffled
 each round), so machine noise hits all of them alike; each round times
-`--steps` consecutive steps per variant. Reported: the median over rounds of
-ms per step, and the median over rounds of the per-round ratio to `plain`.
+`--steps` consecutive steps per variant. Every cell reports the median and
+the interquartile range (IQR) of the per-round ratios to `plain`, the number
+of rounds and the clock (`--clock`), with the median ms per step.
+
+`--protocol issue15` reproduces the independent harness of issue #15
+instead: the discriminator's training step only, a fresh model (and
+optimizer, and trace) per variant per round, 3 untimed steps then 30 timed
+steps on one fixed input, variants interleaved in a shuffled order each
+round; `--rounds` rounds (default 7).
+
+The optimizer is Adam(2e-4, beta_1=0, beta_2=0.9) and the loss the hinge
+loss on real data, ``mean(relu(1 - D(x)))`` (also for the generator, whose
+output is then a tensor of pixels: the cost is what matters here).
 Peak memory is TensorFlow's allocator peak during one steady-state step
 (`tf.config.experimental.get_memory_info`), minus the memory in use before it
 (the median of three steps, after two untimed ones).
@@ -29,85 +43,63 @@ Usage:
     python benchmarks/step_time.py                      # the full table
     python benchmarks/step_time.py --batch 64 --jit on --model discriminator
     python benchmarks/step_time.py --json > results.json
+    python benchmarks/step_time.py --protocol issue15 --jit both --rounds 7
 """
 
 import argparse
 import json
 import os
-import platform
 import random
 import statistics
 import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_sn  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _models  # noqa: E402
+from _models import discriminator  # noqa: E402,F401 (used by the ablation)
+from _models import generator  # noqa: E402,F401
+from _models import machine  # noqa: E402,F401
+
 VARIANTS = ("plain", "keras_sn", "keras")
+STRIP = "strip"
 # `floor`: the unwrapped network plus the matrix-vector products that spectral
 # normalization cannot avoid (one power step per kernel in training, one
 # product for sigma at inference), nothing else: what an ideal wrapper costs.
 FLOOR = "floor"
 
 
-# ---------------------------------------------------------------------------
-# The SN-GAN "standard CNN" (Table 3)
-# ---------------------------------------------------------------------------
+def _inputs(model_name, batch, seed=0):
+    return tf.constant(_models.inputs(model_name, batch, seed))
 
 
-def _wrapper(variant):
-    if variant == "plain":
-        return lambda layer: layer
-    if variant == "keras_sn":
-        return keras_sn.SpectralNormalization
-    return keras.layers.SpectralNormalization
+def _products(kernel, output_axis):
+    """``K u`` and ``Kᵀ v`` of `kernel` read as a matrix whose output index is
+    `output_axis` (the axis the wrapper contracts: -1 for Dense and Conv, -2
+    for ConvTranspose), without a transposed copy: plain `tf.tensordot`."""
+    rank = len(kernel.shape)
+    axis = output_axis % rank
+    d_out = kernel.shape[axis]
+    rest = [i for i in range(rank) if i != axis]
+    d_in = 1
+    for i in rest:
+        d_in *= kernel.shape[i]
 
+    def matvec_in(u):  # (d_out,) -> (d_in,)
+        return tf.reshape(tf.tensordot(kernel, u, [[axis], [0]]), (d_in,))
 
-def discriminator(variant, image_size=32, channels=3):
-    sn = _wrapper(variant)
-    layers = [keras.Input((image_size, image_size, channels))]
-    for filters, kernel, stride in [
-        (64, 3, 1), (64, 4, 2), (128, 3, 1), (128, 4, 2),
-        (256, 3, 1), (256, 4, 2), (512, 3, 1),
-    ]:
-        layers += [
-            sn(keras.layers.Conv2D(filters, kernel, stride, padding="same")),
-            keras.layers.LeakyReLU(0.1),
-        ]
-    layers += [keras.layers.Flatten(), sn(keras.layers.Dense(1))]
-    return keras.Sequential(layers, name=f"discriminator_{variant}")
+    def matvec_out(v):  # (d_in,) -> (d_out,)
+        v = tf.reshape(v, [kernel.shape[i] for i in rest])
+        return tf.tensordot(kernel, v, [rest, list(range(len(rest)))])
 
-
-def generator(variant, image_size=32, channels=3, latent=128):
-    sn = _wrapper(variant)
-    mg = image_size // 8
-    layers = [
-        keras.Input((latent,)),
-        keras.layers.Dense(mg * mg * 512),
-        keras.layers.Reshape((mg, mg, 512)),
-    ]
-    for filters in (256, 128, 64):
-        layers += [
-            sn(keras.layers.Conv2DTranspose(filters, 4, 2, padding="same")),
-            keras.layers.BatchNormalization(),
-            keras.layers.ReLU(),
-        ]
-    layers += [
-        sn(keras.layers.Conv2D(channels, 3, padding="same")),
-        keras.layers.Activation("tanh"),
-    ]
-    return keras.Sequential(layers, name=f"generator_{variant}")
-
-
-def _inputs(model_name, batch, rng):
-    if model_name == "discriminator":
-        return tf.constant(rng.uniform(-1, 1, (batch, 32, 32, 3)), tf.float32)
-    return tf.constant(rng.standard_normal((batch, 128)), tf.float32)
+    return d_in, d_out, matvec_in, matvec_out
 
 
 def _floor_work(model, mode, exact=False):
@@ -119,8 +111,6 @@ def _floor_work(model, mode, exact=False):
     differentiated, it adds eq. 12's rank-one term ``v uᵀ`` to each kernel's
     gradient, which an exact spectral normalization cannot avoid either.
     """
-    from keras_sn import power_iteration
-
     total = 0.0
     for layer in model.layers:
         kernel = getattr(layer, "kernel", None)
@@ -128,19 +118,24 @@ def _floor_work(model, mode, exact=False):
             layer, keras.layers.Dense)  # the generator's dense is not wrapped
         if kernel is None or unwrapped:
             continue
-        matrix = tf.reshape(kernel, (1, -1, kernel.shape[-1]))
-        d_in, d_out = matrix.shape[1], matrix.shape[2]
-        u = tf.ones((1, d_out)) / d_out ** 0.5
-        v = tf.ones((1, d_in)) / d_in ** 0.5
+        transposed = isinstance(layer, (keras.layers.Conv1DTranspose,
+                                        keras.layers.Conv2DTranspose,
+                                        keras.layers.Conv3DTranspose))
+        d_in, d_out, matvec_in, matvec_out = _products(
+            kernel, -2 if transposed else -1)
+        u = tf.ones((d_out,)) / d_out ** 0.5
+        v = tf.ones((d_in,)) / d_in ** 0.5
         if mode == "infer":
-            total += tf.reduce_sum(power_iteration._matvec_out(matrix, v))
-        elif exact:
-            sigma, _, _ = power_iteration.power_iteration_and_sigma(
-                matrix, u, v, 1, 1e-12)
-            total += 1e-12 * sigma
+            total += tf.reduce_sum(matvec_out(v))
+            continue
+        v_new = tf.stop_gradient(tf.math.l2_normalize(matvec_in(u)))
+        mv = matvec_out(v_new)
+        u_new = tf.stop_gradient(tf.math.l2_normalize(mv))
+        if exact:
+            # sigma = uᵀ M v with u and v held: differentiated, v uᵀ.
+            total += 1e-12 * tf.reduce_sum(u_new * mv)
         else:
-            u, v = power_iteration.power_iteration(matrix, u, v, 1, 1e-12)
-            total += tf.reduce_sum(u) + tf.reduce_sum(v)
+            total += tf.reduce_sum(u_new) + tf.reduce_sum(v_new)
     return total
 
 
@@ -159,11 +154,11 @@ def make_step(model, mode, jit_compile, floor=False, exact_floor=False):
             return y
 
         return tf.function(infer, jit_compile=jit_compile)
-    optimizer = keras.optimizers.Adam(2e-4, beta_1=0.5, beta_2=0.999)
+    optimizer = keras.optimizers.Adam(**_models.ADAM)
     optimizer.build(model.trainable_variables)
 
     def train_step(x):
-        extra = _floor_work(model, mode) if floor else 0.0
+        extra = tf.stop_gradient(_floor_work(model, mode)) if floor else 0.0
         with tf.GradientTape() as tape:
             y = model(x, training=True)
             loss = tf.reduce_mean(tf.nn.relu(1.0 - y))  # hinge, as for D
@@ -245,7 +240,7 @@ def torch_step(model, mode, batch, model_name):
 
         return step
     model.train()
-    optimizer = torch.optim.Adam(model.parameters(), 2e-4, betas=(0.5, 0.999))
+    optimizer = torch.optim.Adam(model.parameters(), 2e-4, betas=(0.0, 0.9))
 
     def step():
         optimizer.zero_grad(set_to_none=True)
@@ -265,13 +260,30 @@ def torch_step(model, mode, batch, model_name):
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
+def _table(samples, clock):
+    """Per variant: median ms/step and the summary of the per-round ratios
+    to the first variant (median, quartiles, IQR, rounds), with the clock."""
+    baseline = samples[next(iter(samples))]
+    table = {}
+    for name, values in samples.items():
+        table[name] = {
+            "median_ms": statistics.median(values),
+            "ratio": _models.ratio_summary(values, baseline),
+            "rounds": len(values),
+            "clock": clock,
+            "ms": values,
+        }
+    return table
+
+
 def time_interleaved(steps, rounds, steps_per_round, warmup_rounds, seed=0,
                      clock="wall"):
-    """Median ms/step per variant and median per-round ratio to the first.
+    """Times `steps` in interleaved rounds; see `_table` for the result.
 
     Args:
         steps: dict variant -> zero-argument callable running one step and
-            returning something `_sync` can block on.
+            returning something `_sync` can block on. The first is the
+            baseline of the ratios.
         clock: "wall" (elapsed time) or "cpu" (CPU time of this process, all
             its threads: on a machine shared with other jobs it leaves out
             the time the process waits for a core).
@@ -279,7 +291,7 @@ def time_interleaved(steps, rounds, steps_per_round, warmup_rounds, seed=0,
     now = CLOCKS[clock]
     order = list(steps)
     rng = random.Random(seed)
-    samples = {name: [] for name in order}
+    samples = {name: [] for name in steps}
     for index in range(warmup_rounds + rounds):
         rng.shuffle(order)
         for name in order:
@@ -291,16 +303,33 @@ def time_interleaved(steps, rounds, steps_per_round, warmup_rounds, seed=0,
             elapsed = (now() - start) / steps_per_round
             if index >= warmup_rounds:
                 samples[name].append(elapsed * 1e3)
-    baseline = next(iter(steps))
-    table = {}
-    for name in steps:
-        ratios = [a / b for a, b in zip(samples[name], samples[baseline])]
-        table[name] = {
-            "median_ms": statistics.median(samples[name]),
-            "ratio": statistics.median(ratios),
-            "rounds": len(samples[name]),
-        }
-    return table
+    return _table(samples, clock)
+
+
+def time_protocol(model_name, batch, jit_compile, variants, rounds,
+                  untimed=3, timed=30, seed=0, clock="wall"):
+    """Issue #15's harness: per round, each variant (shuffled order) gets a
+    fresh model, optimizer and trace, `untimed` steps, then `timed` steps on
+    one fixed input; see `_table` for the result."""
+    now = CLOCKS[clock]
+    x = _inputs(model_name, batch)
+    order = list(variants)
+    rng = random.Random(seed)
+    samples = {name: [] for name in variants}
+    for round_index in range(rounds):
+        rng.shuffle(order)
+        for name in order:
+            keras.utils.set_random_seed(round_index)
+            model = _models.build(model_name, name)
+            step = make_step(model, "train", jit_compile)
+            for _ in range(untimed):
+                _sync(step(x))
+            start = now()
+            for _ in range(timed):
+                result = step(x)
+            _sync(result)
+            samples[name].append((now() - start) / timed * 1e3)
+    return _table(samples, clock)
 
 
 def _sync_any(result):
@@ -310,63 +339,41 @@ def _sync_any(result):
         _sync(result)
 
 
-def machine():
-    info = {
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "keras_sn": keras_sn.__version__,
-        "cores": os.cpu_count(),
-        "cores_usable": (len(os.sched_getaffinity(0))
-                         if hasattr(os, "sched_getaffinity") else None),
-    }
-    try:
-        with open("/proc/cpuinfo") as f:
-            models = [line.split(":", 1)[1].strip() for line in f
-                      if line.startswith("model name")]
-        info["cpu"] = models[0] if models else platform.processor()
-    except OSError:
-        info["cpu"] = platform.processor()
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        details = tf.config.experimental.get_device_details(gpus[0])
-        info["gpu"] = details.get("device_name", gpus[0].name)
-    try:
-        import torch
-
-        info["torch"] = torch.__version__
-    except ImportError:
-        pass
-    return info
-
-
 def run(models, batches, jits, modes, rounds, steps_per_round, warmup_rounds,
-        with_torch, log=print, clock="wall"):
+        with_torch, log=print, clock="wall", memory=True):
     rows = []
-    rng = np.random.default_rng(0)
     for model_name in models:
-        build = discriminator if model_name == "discriminator" else generator
         for batch in batches:
-            x = _inputs(model_name, batch, rng)
+            x = _inputs(model_name, batch)
             for mode in modes:
                 for jit in jits:
                     keras.utils.set_random_seed(0)
-                    steps, memory = {}, {}
-                    for variant in VARIANTS + (FLOOR,):
-                        model = build("plain" if variant == FLOOR else variant)
+                    steps, peaks = {}, {}
+                    variants = VARIANTS + (FLOOR,)
+                    if mode == "infer":
+                        variants += (STRIP,)
+                    for variant in variants:
+                        if variant == STRIP:
+                            model = keras_sn.strip(
+                                _models.build(model_name, "keras_sn"))
+                        else:
+                            model = _models.build(
+                                model_name,
+                                "plain" if variant == FLOOR else variant)
                         step = make_step(model, mode, jit,
                                          floor=variant == FLOOR)
                         _sync(step(x))  # trace and compile
-                        memory[variant] = peak_memory_bytes(step, x)
+                        peaks[variant] = (peak_memory_bytes(step, x)
+                                          if memory else float("nan"))
                         steps[variant] = (lambda s=step: s(x))
                     table = time_interleaved(
                         steps, rounds, steps_per_round, warmup_rounds,
                         clock=clock,
                     )
-                    for variant in VARIANTS + (FLOOR,):
+                    for variant in variants:
                         row = dict(model=model_name, batch=batch, mode=mode,
                                    jit=jit, variant=variant,
-                                   peak_mb=memory[variant] / 2**20,
+                                   peak_mb=peaks[variant] / 2**20,
                                    **table[variant])
                         rows.append(row)
                         log(_format_row(row))
@@ -374,6 +381,22 @@ def run(models, batches, jits, modes, rounds, steps_per_round, warmup_rounds,
                         rows += _torch_rows(model_name, batch, mode, rounds,
                                             steps_per_round, warmup_rounds, log,
                                             clock)
+    return rows
+
+
+def run_protocol(batches, jits, rounds, log=print, clock="wall",
+                 model_name="discriminator"):
+    rows = []
+    for batch in batches:
+        for jit in jits:
+            table = time_protocol(model_name, batch, jit, VARIANTS, rounds,
+                                  clock=clock)
+            for variant in VARIANTS:
+                row = dict(model=model_name, batch=batch, mode="train",
+                           jit=jit, variant=variant, peak_mb=float("nan"),
+                           protocol="issue15", **table[variant])
+                rows.append(row)
+                log(_format_row(row))
     return rows
 
 
@@ -403,29 +426,38 @@ def _format_row(row):
     jit = {True: "xla", False: "graph"}.get(row["jit"], row["jit"])
     return (f"{row['model']:>13} {row['mode']:>5} b={row['batch']:<3} "
             f"{jit:>5} {row['variant']:>11}: {row['median_ms']:9.2f} ms  "
-            f"x{row['ratio']:.3f}  peak {row['peak_mb']:8.1f} MiB")
+            f"{_models.cell(row['ratio'])}  n={row['rounds']} "
+            f"clock={row['clock']}  peak {row['peak_mb']:8.1f} MiB")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--protocol", choices=["table", "issue15"],
+                        default="table",
+                        help="table: the interleaved table (default); "
+                        "issue15: issue #15's harness (discriminator "
+                        "training, fresh model per round, 3 + 30 steps)")
     parser.add_argument("--model", choices=["discriminator", "generator", "both"],
                         default="both", help="which network to time")
-    parser.add_argument("--batch", type=int, nargs="+", default=[4, 64],
-                        help="batch sizes (default: 4 64)")
+    parser.add_argument("--batch", type=int, nargs="+", default=None,
+                        help="batch sizes (default: 4 64; issue15: 4)")
     parser.add_argument("--jit", choices=["on", "off", "both"], default="both",
                         help="XLA (jit_compile) on, off or both")
     parser.add_argument("--mode", choices=["train", "infer", "both"],
                         default="both", help="training step, inference or both")
-    parser.add_argument("--rounds", type=int, default=15,
-                        help="timed rounds per configuration (default: 15)")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="timed rounds per configuration (default: 15; "
+                        "issue15: 7)")
     parser.add_argument("--steps", type=int, default=5,
                         help="steps per variant per round (default: 5)")
     parser.add_argument("--warmup-rounds", type=int, default=2,
                         help="untimed rounds first (default: 2)")
     parser.add_argument("--no-torch", action="store_true",
                         help="skip PyTorch even if it is installed")
+    parser.add_argument("--no-memory", action="store_true",
+                        help="skip the peak-memory measurement")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON document instead of the table")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
@@ -441,33 +473,44 @@ def main(argv=None):
         with_torch = not args.no_torch
     except ImportError:
         with_torch = False
-    info = machine()
+    info = _models.machine()
     log = (lambda line: print(line, file=sys.stderr)) if args.json else print
     info["clock"] = args.clock
-    log("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()))
-    rows = run(
-        models=["discriminator", "generator"] if args.model == "both"
-        else [args.model],
-        batches=args.batch,
-        jits={"on": [True], "off": [False], "both": [False, True]}[args.jit],
-        modes={"train": ["train"], "infer": ["infer"],
-               "both": ["train", "infer"]}[args.mode],
-        rounds=args.rounds,
-        steps_per_round=args.steps,
-        warmup_rounds=args.warmup_rounds,
-        with_torch=with_torch,
-        log=log,
-        clock=args.clock,
-    )
+    log("machine: " + _models.describe(info))
+    jits = {"on": [True], "off": [False], "both": [False, True]}[args.jit]
+    if args.protocol == "issue15":
+        log("protocol: issue #15 (discriminator, train, fresh model per "
+            "round, 3 untimed + 30 timed steps, Adam(2e-4, 0, 0.9), hinge)")
+        rows = run_protocol(batches=args.batch or [4], jits=jits,
+                            rounds=args.rounds or 7, log=log,
+                            clock=args.clock)
+    else:
+        rows = run(
+            models=["discriminator", "generator"] if args.model == "both"
+            else [args.model],
+            batches=args.batch or [4, 64],
+            jits=jits,
+            modes={"train": ["train"], "infer": ["infer"],
+                   "both": ["train", "infer"]}[args.mode],
+            rounds=args.rounds or 15,
+            steps_per_round=args.steps,
+            warmup_rounds=args.warmup_rounds,
+            with_torch=with_torch,
+            log=log,
+            clock=args.clock,
+            memory=not args.no_memory,
+        )
     if args.json:
         print(json.dumps({"machine": info, "rows": rows}, indent=1))
     if args.markdown:
         log("")
         log(markdown_table(rows))
+    return rows
 
 
 def markdown_table(rows):
-    """One line per (model, mode, batch, XLA): ms and ratios of each variant."""
+    """One line per (model, mode, batch, XLA): ms and ratio cells (median and
+    IQR of the per-round ratios to plain) of each variant."""
     def find(key, variant):
         for row in rows:
             if (row["model"], row["mode"], row["batch"], row["jit"],
@@ -475,11 +518,14 @@ def markdown_table(rows):
                 return row
         return None
 
+    def ratio(row):
+        return _models.cell(row["ratio"]) if row else ""
+
     lines = [
         "| network | step | batch | XLA | plain ms | floor | keras_sn "
-        "| keras built-in | peak MiB plain / keras_sn / keras "
-        "| PyTorch SN (eager) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| keras built-in | strip | rounds / clock "
+        "| peak MiB plain / keras_sn / keras | PyTorch SN (eager) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     keys = []
     for row in rows:
@@ -489,17 +535,17 @@ def markdown_table(rows):
     for key in keys:
         model, mode, batch, jit = key
         plain, ours, theirs = (find(key, v) for v in VARIANTS)
-        floor = find(key, FLOOR)
         torch_row = (find((model, mode, batch, "eager"), "torch_sn")
                      if not jit else None)
-        torch_cell = (f"x{torch_row['ratio']:.3f}" if torch_row else "")
         lines.append(
             f"| {'D' if model == 'discriminator' else 'G'} | {mode} | {batch} "
             f"| {'on' if jit else 'off'} | {plain['median_ms']:.1f} "
-            f"| x{floor['ratio']:.3f} "
-            f"| **x{ours['ratio']:.3f}** | x{theirs['ratio']:.3f} "
+            f"| {ratio(find(key, FLOOR))} "
+            f"| **{ratio(ours)}** | {ratio(theirs)} "
+            f"| {ratio(find(key, STRIP))} "
+            f"| {plain['rounds']} / {plain['clock']} "
             f"| {plain['peak_mb']:.0f} / {ours['peak_mb']:.0f} / "
-            f"{theirs['peak_mb']:.0f} | {torch_cell} |"
+            f"{theirs['peak_mb']:.0f} | {ratio(torch_row)} |"
         )
     return "\n".join(lines)
 

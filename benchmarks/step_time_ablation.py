@@ -12,13 +12,11 @@ median of the per-round ratio to `plain`) in these variants:
 - `sn_nosigmagrad`: `keras_sn` with sigma held constant in the backward pass
   (no eq. 12 rank-one term);
 - `sn_kernelpath` / `sn_inputpath`: `keras_sn` forced to scale the kernel,
-  or the inputs, in every layer;
-- `sn_batched`: `keras_sn` with the products on transposed-conv kernels in
-  one batched form on every runtime (PyTorch's), instead of the form each
-  runtime runs fastest (`power_iteration._compiler`).
+  or the inputs, in every layer.
 
 The `sn_*` variants change private methods of the wrapper for the
-measurement only; they are not options of the package.
+measurement only; they are not options of the package (and may break when
+those methods change).
 
 Usage (the README's ablation):
     python benchmarks/step_time_ablation.py --model discriminator --batch 4 \\
@@ -33,35 +31,20 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_sn  # noqa: E402
-from keras_sn import power_iteration  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import step_time  # noqa: E402
 
 VARIANTS = ("plain", "floor", "floor_exact", "keras_sn", "keras", "sn_noupdate",
-            "sn_nosigmagrad", "sn_kernelpath", "sn_inputpath", "sn_batched")
+            "sn_nosigmagrad", "sn_kernelpath", "sn_inputpath")
 
 
 def _wrappers(model):
     return [layer for layer in model.layers
             if isinstance(layer, keras_sn.SpectralNormalization)]
-
-
-def _with_batched_products(function):
-    """`function`, traced with the transposed-conv products in their batched
-    form (`power_iteration._compiler` answering "other") on every runtime."""
-    def traced(*args):
-        runtime = power_iteration._compiler
-        power_iteration._compiler = lambda: "other"
-        try:
-            return function(*args)
-        finally:
-            power_iteration._compiler = runtime
-    return traced
 
 
 def _ablate(model, variant):
@@ -75,9 +58,6 @@ def _ablate(model, variant):
                 (state, kernel, tf.stop_gradient(sigma))
                 for state, kernel, sigma in sigmas(layer, update)
             ]
-        elif variant == "sn_batched":
-            layer._sigmas = _with_batched_products(
-                lambda update, layer=layer: sigmas(layer, update))
         elif variant == "sn_kernelpath":
             layer._scale_inputs = False
         elif variant == "sn_inputpath":
@@ -123,7 +103,7 @@ def main(argv=None):
                      f"received {args.variants!r}")
     info = step_time.machine()
     print("machine: " + ", ".join(f"{k}={v}" for k, v in info.items()))
-    x = step_time._inputs(args.model, args.batch, np.random.default_rng(0))
+    x = step_time._inputs(args.model, args.batch)
     steps = {}
     for variant in variants:
         step = build_step(args.model, variant, args.mode, args.jit == "on")
@@ -135,7 +115,8 @@ def main(argv=None):
         print(f"{args.model} {args.mode} b={args.batch} jit={args.jit} "
               f"clock={args.clock} {variant:>15}: "
               f"{table[variant]['median_ms']:8.2f} ms  "
-              f"x{table[variant]['ratio']:.3f}")
+              f"{step_time._models.cell(table[variant]['ratio'])}  "
+              f"n={table[variant]['rounds']}")
 
 
 if __name__ == "__main__":

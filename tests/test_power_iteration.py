@@ -211,9 +211,9 @@ def test_operand_is_the_plain_matrix_when_no_copy_is_needed():
 )
 def test_middle_output_operand_products_in_compiled_functions(
         kernel_shape, output_axes, jit_compile):
-    # Traced for XLA, the u-product takes its transposed-dot form (the
-    # v-product stays batched); traced for TensorFlow's kernels, both are one
-    # 2-D product per slice. Both must equal the explicit matrix's products.
+    # The transposed-conv products are one form on every runtime; compiled
+    # by XLA and by TensorFlow's graph runtime they must equal the explicit
+    # matrix's.
     import tensorflow as tf
 
     rng = np.random.default_rng(2)

@@ -106,32 +106,18 @@ def norm_and_direction(x, epsilon, axis=-1):
 
 def _matvec_in(matrix, u):
     # Mᵀu = K u for every block: (G, d_in, d_out) @ (G, d_out, 1) -> (G, d_in).
+    # One form on every runtime: the plain product of the reshaped kernel.
+    # Runtime-specific forms (per-slice products on TensorFlow, a transposed
+    # dot under XLA) were removed: their gain on a whole training step was
+    # inside the run-to-run spread (docs/performance.md).
     if len(matrix.shape) == 4:
-        # (1, P, d_out, Q): u (1, d_out) @ each (d_out, Q) slice -> (P, Q).
+        # (1, P, d_out, Q): u (1, 1, d_out) @ each (d_out, Q) slice -> (P, Q).
         _, before, d_out, after = matrix.shape
         slices = ops.reshape(matrix, (before, d_out, after))
-        compiler = _compiler()
-        if compiler == "xla":
-            # As each slice's transpose times u, with u repeated per slice:
-            # XLA:CPU folds the transpose into the dot and runs it 3-4x
-            # faster than the batched row-vector product.
-            column = ops.broadcast_to(
-                ops.reshape(u, (1, d_out, 1)), (before, d_out, 1)
-            )
-            product = ops.matmul(ops.swapaxes(slices, 1, 2), column)
-        elif compiler == "tensorflow":
-            product = ops.concatenate(
-                [ops.matmul(ops.reshape(u, (1, d_out)), part)
-                 for part in _slices(slices)],
-                axis=-1,
-            )
-        else:  # PyTorch runs the batched product fastest of the three
-            product = ops.matmul(ops.reshape(u, (1, 1, d_out)), slices)
+        product = ops.matmul(ops.reshape(u, (1, 1, d_out)), slices)
         return ops.reshape(product, (1, before * after))
     blocks, d_in, d_out = matrix.shape
-    if blocks == 1:
-        # One block (Dense, Conv): a 2-D product. TensorFlow's batched matmul
-        # with a batch of one reads the kernel about 1.5x slower on a CPU.
+    if blocks == 1:  # one block (Dense, Conv): a 2-D product
         product = ops.matmul(
             ops.reshape(matrix, (d_in, d_out)), ops.reshape(u, (d_out, 1))
         )
@@ -146,19 +132,15 @@ def _matvec_out(matrix, v):
         _, before, d_out, after = matrix.shape
         slices = ops.reshape(matrix, (before, d_out, after))
         columns = ops.reshape(v, (before, after, 1))
-        if _compiler() == "tensorflow":
-            products = ops.stack(
-                [ops.matmul(part, column) for part, column
-                 in zip(_slices(slices), _slices(columns))]
-            )
-        else:  # XLA and PyTorch run this batched product at speed
-            products = ops.matmul(slices, columns)
+        products = ops.matmul(slices, columns)
         return ops.reshape(ops.sum(products, axis=0), (1, d_out))
     blocks, d_in, d_out = matrix.shape
-    # XLA:CPU lowers a vector-matrix product that contracts the kernel's major
-    # axis to a loop 15x slower than one read of the kernel; with v repeated as
-    # a two-row matrix it becomes a GEMM and runs at speed.
-    rows = 2 if _compiler() == "xla" else 1
+    # The one runtime-specific form kept, because a whole training step
+    # shows it (docs/performance.md: the discriminator's batch-4 XLA step,
+    # 1.10x slower without it, IQR 0.07, CPU): XLA:CPU lowers a
+    # vector-matrix product that contracts the kernel's major axis to a
+    # slow loop; with v repeated as a two-row matrix it becomes a GEMM.
+    rows = 2 if _under_xla() else 1
     if blocks == 1:  # a 2-D product, as in `_matvec_in`
         v = ops.reshape(v, (1, d_in))
         matrix = ops.reshape(matrix, (d_in, d_out))
@@ -170,28 +152,16 @@ def _matvec_out(matrix, v):
     return ops.squeeze(ops.matmul(ops.expand_dims(v, 1), matrix), 1)
 
 
-def _slices(tensor):
-    """The `(rows, cols)` matrices of a `(n, rows, cols)` stack, as a list.
-
-    TensorFlow's CPU kernels read a stack of matrices through n 2-D
-    matrix-vector products (split along the major axis, no copy) about 2x
-    faster than through one batched product (measured on a 2-core CPU for an
-    8 MB `Conv2DTranspose` kernel; not measured on a GPU).
-    """
-    return ops.unstack(tensor, axis=0)
-
-
-def _compiler():
-    """What runs the ops built now: `"xla"` (JAX, TensorFlow with
-    `jit_compile=True`), `"tensorflow"` (TensorFlow's own kernels, in a
-    `tf.function` or eagerly) or `"other"` (PyTorch)."""
+def _under_xla():
+    """Whether the ops built now are compiled by XLA: always on JAX; on
+    TensorFlow inside a `jit_compile=True` function; never on PyTorch."""
     backend = keras.backend.backend()
     if backend == "jax":
-        return "xla"
+        return True
     if backend != "tensorflow":
-        return "other"
+        return False
     # TensorFlow marks graphs traced for `jit_compile=True`.
-    return "xla" if _compat.tf_graph_in_xla_context() else "tensorflow"
+    return _compat.tf_graph_in_xla_context()
 
 
 def right_vector(matrix, u, v, epsilon):
