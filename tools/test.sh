@@ -3,6 +3,9 @@
 # every virtual environment itself (on a fresh machine too) and prints, per
 # tier, pytest's counts and the wall time. CI (.ci/run) runs exactly this.
 #
+# The tiers run in two lanes side by side (tensorflow, torch, docs | the wheel,
+# the floors).
+#
 #   tier          environment                              tests
 #   tensorflow    .venv: latest TF, JAX, torch (editable)  all: core, unit, integration, doctests
 #   torch         .venv                                    unit
@@ -39,7 +42,6 @@ step() {  # step NAME COMMAND...: run, log, time; remember a failure
   printf '%-12s %5d s  rc=%d  %s\n' "$name" $(( $(date +%s) - start )) "$rc" \
     "$counts" >> "$LOGS/summary.txt"
   if [ "$rc" -ne 0 ]; then
-    failed=1
     echo "--- $name failed (rc=$rc); the end of its log:"
     tail -n 60 "$LOGS/$name.log"
   fi
@@ -72,29 +74,36 @@ setup_floor() {
 }
 
 step setup-main setup_main || { cat "$LOGS/summary.txt"; exit 1; }
-# The other environments install while the first tiers run.
-( step setup-wheel setup_wheel > "$LOGS/setup-wheel.step" 2>&1; echo $? > "$LOGS/setup-wheel.rc" ) &
-( step setup-floor setup_floor > "$LOGS/setup-floor.step" 2>&1; echo $? > "$LOGS/setup-floor.rc" ) &
 
-step tensorflow env KERAS_BACKEND=tensorflow .venv/bin/python -m pytest -p no:cacheprovider "$@"
-step torch env KERAS_BACKEND=torch .venv/bin/python -m pytest -p no:cacheprovider -m "not core and not integration" "$@"
-wait
-cat "$LOGS/setup-wheel.step" "$LOGS/setup-floor.step"
-# `pytest` (not `python -m pytest`) and the `tests` folder only: the
-# repository root is not on sys.path, so the installed wheel is what runs.
-if [ "$(cat "$LOGS/setup-wheel.rc")" = 0 ]; then
-  step jax-wheel env KERAS_BACKEND=jax .venv-wheel/bin/pytest -p no:cacheprovider tests -m "not core and not integration" "$@"
-else
-  failed=1; echo "jax-wheel    not run: setup-wheel failed" >> "$LOGS/summary.txt"
-fi
-if [ "$(cat "$LOGS/setup-floor.rc")" = 0 ]; then
-  step floor env KERAS_BACKEND=tensorflow .venv-floor/bin/python -m pytest -p no:cacheprovider tests -m "not integration" "$@"
-else
-  failed=1; echo "floor        not run: setup-floor failed" >> "$LOGS/summary.txt"
-fi
-if [ -f mkdocs.yml ]; then
-  step docs .venv/bin/mkdocs build --strict --site-dir "$LOGS/site"
-fi
+# Two lanes side by side (2 cores): each tier is a separate process, so the
+# lanes share nothing but the machine. A lane goes on after a failed tier.
+lane_a() {
+  step tensorflow env KERAS_BACKEND=tensorflow .venv/bin/python -m pytest -p no:cacheprovider "$@"
+  step torch env KERAS_BACKEND=torch .venv/bin/python -m pytest -p no:cacheprovider -m "not core and not integration" "$@"
+  if [ -f mkdocs.yml ]; then
+    step docs .venv/bin/mkdocs build --strict --site-dir "$LOGS/site"
+  fi
+}
+
+lane_b() {
+  # `pytest` (not `python -m pytest`) on the `tests` folder: the repository
+  # root is not on sys.path, so the installed wheel is what runs.
+  step setup-wheel setup_wheel &&
+    step jax-wheel env KERAS_BACKEND=jax .venv-wheel/bin/pytest -p no:cacheprovider tests -m "not core and not integration" "$@"
+  step setup-floor setup_floor &&
+    step floor env KERAS_BACKEND=tensorflow .venv-floor/bin/python -m pytest -p no:cacheprovider tests -m "not integration" "$@"
+}
+
+lane_a "$@" > "$LOGS/lane-a.out" 2>&1 &
+lane_a_pid=$!
+lane_b "$@" > "$LOGS/lane-b.out" 2>&1 &
+lane_b_pid=$!
+wait "$lane_a_pid"; wait "$lane_b_pid"
+cat "$LOGS/lane-a.out" "$LOGS/lane-b.out"
+for tier in tensorflow torch jax-wheel floor; do
+  grep -q "^$tier " "$LOGS/summary.txt" || echo "$tier not run" >> "$LOGS/summary.txt"
+done
+grep -q "rc=[1-9]\| not run" "$LOGS/summary.txt" && failed=1
 
 echo
 echo "=== summary: wall time and pytest's counts per tier"
