@@ -8,7 +8,8 @@ import tensorflow as tf
 import keras_sn
 from backends import tensorflow_only
 
-pytestmark = tensorflow_only
+# tf.distribute or a long GAN run: once, in the integration tier.
+pytestmark = [tensorflow_only, pytest.mark.integration]
 
 
 def _model():

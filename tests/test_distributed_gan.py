@@ -18,7 +18,8 @@ import keras_sn
 from backends import tensorflow_only
 from keras_sn._src import power_iteration
 
-pytestmark = tensorflow_only
+# tf.distribute or a long GAN run: once, in the integration tier.
+pytestmark = [tensorflow_only, pytest.mark.integration]
 
 GLOBAL_BATCH = 8
 # Train steps: eager `strategy.run` runs the replicas in Python threads and

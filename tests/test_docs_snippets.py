@@ -25,6 +25,9 @@ import pytest
 
 from backends import tensorflow_only
 
+# The docs are checked once, in the integration tier (TensorFlow, latest).
+pytestmark = pytest.mark.integration
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FILES = [ROOT / "README.md"] + sorted((ROOT / "docs").glob("*.md"))
 FENCE = re.compile(r"^( *)```python\s*$")

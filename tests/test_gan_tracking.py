@@ -10,7 +10,8 @@ from backends import tensorflow_only
 from references import output_axis_matrix
 from references import reference_sigma
 
-pytestmark = tensorflow_only
+# tf.distribute or a long GAN run: once, in the integration tier.
+pytestmark = [tensorflow_only, pytest.mark.integration]
 
 
 def _discriminator():
