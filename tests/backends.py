@@ -1,5 +1,6 @@
 """What differs between the Keras backends, for the tests."""
 
+import importlib.util
 import os
 import pathlib
 
@@ -12,6 +13,16 @@ BACKEND = keras.backend.backend()
 tensorflow_only = pytest.mark.skipif(
     BACKEND != "tensorflow",
     reason="TensorFlow-only feature (tf.function, tf.distribute or SavedModel)",
+)
+
+
+# TensorFlow is an extra: the wheel tier runs the unit tests on JAX without it.
+HAS_TENSORFLOW = importlib.util.find_spec("tensorflow") is not None
+
+requires_tensorflow = pytest.mark.skipif(
+    not HAS_TENSORFLOW,
+    reason="writes or reads TensorFlow event files: needs the tensorflow "
+    "extra (run on every backend in the tiers that have it)",
 )
 
 

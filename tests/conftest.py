@@ -6,8 +6,23 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+import importlib.util  # noqa: E402
+
 import keras  # noqa: E402
 import pytest  # noqa: E402
+
+# Scripts the tests start in child processes, not test modules.
+collect_ignore = [
+    "crash_resume_child.py", "multi_worker_child.py", "parity_worker.py",
+    "scale_out_jax_child.py", "scale_out_torch_child.py",
+]
+if importlib.util.find_spec("tensorflow") is None:
+    # TensorFlow-only modules (tf.distribute, tf.function graphs), skipped on
+    # other backends anyway, cannot even be imported without TensorFlow.
+    collect_ignore += [
+        "gan_step.py", "test_distribute.py", "test_distributed_gan.py",
+        "test_gan_tracking.py", "test_graphs.py", "test_multi_worker.py",
+    ]
 
 if keras.backend.backend() == "tensorflow":
     import tensorflow as tf

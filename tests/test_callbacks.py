@@ -9,9 +9,9 @@ import glob
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import keras_sn
+from backends import requires_tensorflow
 
 SN = keras_sn.SpectralNormalization
 
@@ -43,6 +43,8 @@ def _fit(model, callbacks, epochs=3):
 
 
 def _events(log_dir):
+    import tensorflow as tf
+
     scalars = {}
     for path in glob.glob(f"{log_dir}/events.out.tfevents.*"):
         for event in tf.compat.v1.train.summary_iterator(path):
@@ -71,6 +73,7 @@ def test_sigma_of_every_wrapper_in_the_history():
     assert logged["sigma/hidden"][0] != logged["sigma/hidden"][-1]
 
 
+@requires_tensorflow
 def test_tensorboard_scalars_per_epoch_and_every_n_batches(tmp_path):
     model = _model()
     log_dir = str(tmp_path / "sigma")
@@ -104,7 +107,10 @@ def test_separable_conv_logs_each_kernel():
         * logged["sigma/sep/pointwise_kernel"], rel=1e-6)
 
 
+@requires_tensorflow
 def test_scalars_are_tagged_for_tensorboards_scalars_plugin(tmp_path):
+    import tensorflow as tf
+
     _fit(_model(), [keras_sn.callbacks.SigmaLogger(log_dir=str(tmp_path))],
          epochs=1)
     (path,) = glob.glob(f"{tmp_path}/events.out.tfevents.*")
@@ -116,7 +122,10 @@ def test_scalars_are_tagged_for_tensorboards_scalars_plugin(tmp_path):
     assert plugins == {"scalars"}
 
 
+@requires_tensorflow
 def test_tensorboard_reads_the_scalars(tmp_path):
+    import tensorflow as tf
+
     event_accumulator = pytest.importorskip(
         "tensorboard.backend.event_processing.event_accumulator")
     model = _model()
@@ -131,6 +140,7 @@ def test_tensorboard_reads_the_scalars(tmp_path):
                                rtol=1e-6)
 
 
+@requires_tensorflow
 def test_a_tensorboard_callback_after_it_writes_sigma_too(tmp_path):
     pytest.importorskip("tensorboard")  # Keras' callback needs it
     model = _model()

@@ -10,7 +10,6 @@ import json
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import keras_sn
 from backends import tensorflow_only
@@ -234,6 +233,8 @@ def stripped_and_expected():
 @tensorflow_only
 def test_stripped_model_saved_model_round_trip(stripped_and_expected,
                                                tmp_path):
+    import tensorflow as tf
+
     plain, x, expected = stripped_and_expected
     path = str(tmp_path / "saved")
     plain.export(path, verbose=False)
@@ -246,6 +247,8 @@ def test_stripped_model_saved_model_round_trip(stripped_and_expected,
 @tensorflow_only
 @pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated")
 def test_stripped_model_converts_to_tflite(stripped_and_expected, tmp_path):
+    import tensorflow as tf
+
     plain, x, expected = stripped_and_expected
     path = str(tmp_path / "saved")
     plain.export(path, verbose=False)
