@@ -7,7 +7,7 @@ import keras_sn
 
 def test_all_is_pinned():
     assert sorted(keras_sn.__all__) == sorted(
-        ["SpectralNormalization", "apply", "callbacks", "report",
+        ["SpectralNormalization", "WeightNormalization", "apply", "callbacks", "report",
          "spectral_norm", "strip", "weights", "wrapped_layers",
          "__version__"]
     )
