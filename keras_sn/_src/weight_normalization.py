@@ -113,8 +113,8 @@ class WeightNormalization(keras.layers.Wrapper):
     >>> layer = keras_sn.WeightNormalization(
     ...     keras.layers.Dense(3, activation="relu"), data_init=True)
     >>> _ = layer(x, training=True)  # initializes g and the bias once
-    >>> bool(layer.initialized)
-    True
+    >>> float(keras.ops.convert_to_numpy(layer.initialized))
+    1.0
 
     Reference:
         - [Salimans & Kingma, 2016, Weight Normalization: A Simple
