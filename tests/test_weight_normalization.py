@@ -411,6 +411,10 @@ def _offsets_after_direct_init(model, x):
 @pytest.mark.slow
 @pytest.mark.parametrize("jit_compile", [True, False], ids=["xla", "no_xla"])
 def test_fit_initializes_in_graph_once_and_trains_v_and_g(jit_compile):
+    if jit_compile and keras.backend.backend() == "torch":
+        # Keras' torch `jit_compile` is torch.compile, not XLA; it took 570 s
+        # here (2 CPUs) and would dominate the budget.
+        pytest.skip("torch.compile is not XLA and too slow for this tier")
     model = _model()
     x, y = _data()
     expected = _offsets_after_direct_init(model, x[:16])
