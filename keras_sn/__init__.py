@@ -21,11 +21,15 @@ from keras_sn._src.spectral_norm import spectral_norm  # noqa: E402
 from keras_sn._src.spectral_normalization import (  # noqa: E402
     SpectralNormalization,
 )
+from keras_sn._src.weight_normalization import (  # noqa: E402
+    WeightNormalization,
+)
 
 __version__ = "0.2.0"
 
 __all__ = [
     "SpectralNormalization",
+    "WeightNormalization",
     "apply",
     "callbacks",
     "from_builtin",

@@ -33,6 +33,8 @@ class MatrixView:
             is already in that order (no copy is made).
         blocks, d_in, d_out: The sizes of the resulting stack.
         output_axes: The kernel axes that index the output, as given.
+        block_axes: The axes of independent blocks (grouped and depthwise
+            convolutions), indexing `split_shape` when it is given.
     """
 
     kernel_shape: tuple
@@ -42,6 +44,17 @@ class MatrixView:
     d_in: int
     d_out: int
     output_axes: tuple
+    block_axes: tuple = ()
+
+    @property
+    def input_axes(self):
+        """The axes contracted with the input (of `split_shape` if given)."""
+        rank = len(self.split_shape or self.kernel_shape)
+        return tuple(
+            a
+            for a in range(rank)
+            if a not in self.output_axes and a not in self.block_axes
+        )
 
 
 def matrix_view(kernel_shape, output_axes, block_axes=(), split_shape=None):
@@ -64,6 +77,7 @@ def matrix_view(kernel_shape, output_axes, block_axes=(), split_shape=None):
         d_in=math.prod(shape[a] for a in input_axes),
         d_out=math.prod(shape[a] for a in output_axes),
         output_axes=output_axes,
+        block_axes=block_axes,
     )
 
 
@@ -251,7 +265,7 @@ def _get_variable(layer, name):
         )
     raise ValueError(
         f"The '{name}' of {_layer_id(layer)} is not a plain Keras variable "
-        f"(got {type(value).__name__}); spectral normalization substitutes a "
+        f"(got {type(value).__name__}); keras_sn's wrappers substitute a "
         "variable, so LoRA and quantized kernels are not supported. Disable "
         "LoRA/quantization or pass the underlying variable's attribute name as "
         "`weight_name`."
@@ -296,7 +310,7 @@ def resolve_weights(layer, weight_name=None, axis=None):
                 names = ["kernel"]  # any other layer with a matrix `kernel`
             else:
                 raise ValueError(
-                    f"SpectralNormalization does not know which weight of "
+                    f"keras_sn does not know which weight of "
                     f"{_layer_id(layer)} to normalize: it is not one of the "
                     "supported layer types and has no `kernel` of rank >= 2. "
                     "Opt in by passing `weight_name=` (the weight's attribute "
@@ -316,7 +330,7 @@ def resolve_weights(layer, weight_name=None, axis=None):
             raise ValueError(
                 f"The weight '{name}' of {_layer_id(layer)} is not a float "
                 f"tensor of rank >= 1 (dtype={variable.dtype}, shape={shape}), "
-                "so it has no spectral norm. Pass the name of a matrix weight "
+                "so it cannot be normalized. Pass the name of a matrix weight "
                 "as `weight_name`."
             )
         if axis is not None:

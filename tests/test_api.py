@@ -11,7 +11,8 @@ pytestmark = pytest.mark.core
 
 def test_all_is_pinned():
     assert sorted(keras_sn.__all__) == sorted(
-        ["SpectralNormalization", "apply", "callbacks", "from_builtin", "report",
+        ["SpectralNormalization", "WeightNormalization", "apply", "callbacks",
+         "from_builtin", "report",
          "spectral_norm", "strip", "weights", "wrapped_layers",
          "__version__"]
     )

@@ -10,6 +10,10 @@ import keras
 from keras_sn import weights as weights_lib
 from keras_sn._src import conv_operator
 from keras_sn._src.spectral_normalization import SpectralNormalization
+from keras_sn._src.weight_normalization import WeightNormalization
+
+# The wrappers `apply` can add and `strip` bakes out.
+_WRAPPERS = (SpectralNormalization, WeightNormalization)
 
 
 def wrapped_layers(model):
@@ -88,18 +92,21 @@ def _plain_clone(layer):
     return layer.__class__.from_config(layer.get_config())
 
 
-def apply(model, predicate=None, **options):
+def apply(model, predicate=None, wrapper=SpectralNormalization, **options):
     """A copy of `model` with its matching layers spectrally normalized.
 
     Every layer for which `predicate(layer)` is true (by default those of the
     types in `keras_sn.weights.WEIGHT_TABLE`: Dense, EinsumDense, the
     convolution family and Embedding) is replaced by
-    `SpectralNormalization(copy_of_layer, **options)`, named as the layer (so
-    `get_layer(name)` finds the wrapper). Layers already wrapped are copied as
-    they are. All weights are copied from `model`, and each new wrapper
-    re-runs its warm-up on the copied weights, so its sigma (and, with
+    `wrapper(copy_of_layer, **options)`, named as the layer (so
+    `get_layer(name)` finds the wrapper). Layers already wrapped (by either
+    wrapper) are copied as they are. All weights are copied from `model`, and
+    each new wrapper restarts its state from the copied weights: a
+    `SpectralNormalization` re-runs its warm-up, so its sigma (and, with
     `target_norm="initial"`, the captured target) is that of the pretrained
-    weights. The copy is not compiled.
+    weights; a `WeightNormalization` sets `g = ||V||` (`reset()`), so the
+    copy computes what `model` computes (until a `data_init` training call).
+    The copy is not compiled.
 
     With `method="operator"`, convolution layers get the operator method and
     the other matching layers the reshape one (for Dense and Embedding the
@@ -110,8 +117,12 @@ def apply(model, predicate=None, **options):
         predicate: `None`, or a callable `layer -> bool` choosing the layers
             to wrap (it is called on the layers of nested models too, and
             never on layers already wrapped).
-        **options: Arguments of `SpectralNormalization` (e.g.
-            `power_iterations`, `target_norm`, `shrink_only`, `method`).
+        wrapper: `keras_sn.SpectralNormalization` (default) or
+            `keras_sn.WeightNormalization`, the class the layers are
+            wrapped in.
+        **options: Arguments of `wrapper` (e.g. `power_iterations`,
+            `target_norm`, `shrink_only`, `method` for
+            `SpectralNormalization`; `data_init` for `WeightNormalization`).
 
     Returns:
         A new `keras.Model` of the same kind.
@@ -125,8 +136,17 @@ def apply(model, predicate=None, **options):
     >>> wrapped = keras_sn.apply(model, target_norm=2.0)
     >>> [type(layer).__name__ for layer in wrapped.layers]
     ['SpectralNormalization', 'SpectralNormalization']
+    >>> wn = keras_sn.apply(model, wrapper=keras_sn.WeightNormalization)
+    >>> [type(layer).__name__ for layer in wn.layers]
+    ['WeightNormalization', 'WeightNormalization']
     """
     _check_model(model, "apply")
+    if not (isinstance(wrapper, type) and issubclass(wrapper, _WRAPPERS)):
+        raise ValueError(
+            "`wrapper` must be `keras_sn.SpectralNormalization` or "
+            "`keras_sn.WeightNormalization` (the class, not an instance). "
+            f"Received: wrapper={wrapper!r}"
+        )
     if predicate is None:
         predicate = default_predicate
     elif not callable(predicate):
@@ -138,21 +158,21 @@ def apply(model, predicate=None, **options):
     if "name" in options or "layer" in options:
         raise ValueError(
             "`keras_sn.apply` names each wrapper after the layer it wraps; "
-            "`options` are the other arguments of SpectralNormalization. "
+            f"`options` are the other arguments of {wrapper.__name__}. "
             f"Received: options={sorted(options)}"
         )
     # Fail on bad options now, with the wrapper's own messages.
-    SpectralNormalization(keras.layers.Dense(1), **_options_for(None, options))
+    wrapper(keras.layers.Dense(1), **_options_for(wrapper, None, options))
     pairs = []
 
     def clone_function(layer):
-        if isinstance(layer, SpectralNormalization):
-            new = SpectralNormalization.from_config(layer.get_config())
+        if isinstance(layer, _WRAPPERS):
+            new = type(layer).from_config(layer.get_config())
         elif predicate(layer):
-            new = SpectralNormalization(
+            new = wrapper(
                 _plain_clone(layer),
                 name=layer.name,
-                **_options_for(layer, options),
+                **_options_for(wrapper, layer, options),
             )
         else:
             new = _plain_clone(layer)
@@ -161,18 +181,21 @@ def apply(model, predicate=None, **options):
 
     new_model = _clone(model, clone_function, "apply")
     for old, new in pairs:
-        if isinstance(new, SpectralNormalization) and not isinstance(
-            old, SpectralNormalization
-        ):
+        if isinstance(new, _WRAPPERS) and not isinstance(old, _WRAPPERS):
             new.layer.set_weights(old.get_weights())
-            new.reestimate(new.warmup_iterations)
+            if isinstance(new, SpectralNormalization):
+                new.reestimate(new.warmup_iterations)
+            else:
+                new.reset()
         else:
             new.set_weights(old.get_weights())
     return new_model
 
 
-def _options_for(layer, options):
-    if options.get("method") != "operator":
+def _options_for(wrapper, layer, options):
+    if wrapper is not SpectralNormalization or options.get("method") != (
+        "operator"
+    ):
         return dict(options)
     try:
         if layer is None:
@@ -186,14 +209,16 @@ def _options_for(layer, options):
 def strip(model):
     """A copy of `model` of plain layers, with the normalization baked in.
 
-    Each `SpectralNormalization` is replaced by a copy of its wrapped layer
-    whose normalized weights hold `wrapper.effective_weights()` (`W / sigma`,
-    scaled by `target_norm` / `shrink_only`), the weights the wrapper runs
-    with in inference; all other weights are copied. The result runs without
-    `keras_sn`, its inference outputs equal the wrapped model's (up to
-    float rounding), and it exports as a SavedModel, converts to TFLite, and
-    can be fine-tuned without normalization. PyTorch's
-    `remove_spectral_norm`, for whole models.
+    Each `SpectralNormalization` and `WeightNormalization` is replaced by a
+    copy of its wrapped layer whose normalized weights hold
+    `wrapper.effective_weights()` (`W / sigma`, scaled by `target_norm` /
+    `shrink_only`; or `g * V / ||V||` and the data-initialized bias), the
+    weights the wrapper runs with in inference; all other weights are copied.
+    The result runs without `keras_sn`, its inference outputs equal the
+    wrapped model's (up to float rounding), and it exports as a SavedModel,
+    converts to TFLite, and can be fine-tuned without normalization.
+    PyTorch's `remove_spectral_norm` / `remove_weight_norm`, for whole
+    models.
 
     Args:
         model: A built `Sequential` or functional `keras.Model`.
@@ -219,7 +244,7 @@ def strip(model):
     pairs = []
 
     def clone_function(layer):
-        if isinstance(layer, SpectralNormalization):
+        if isinstance(layer, _WRAPPERS):
             new = _plain_clone(layer.layer)
         else:
             new = _plain_clone(layer)
@@ -228,13 +253,11 @@ def strip(model):
 
     new_model = _clone(model, clone_function, "strip")
     for old, new in pairs:
-        if isinstance(old, SpectralNormalization):
-            effective = old.effective_weights()
+        if isinstance(old, _WRAPPERS):
+            # Keys are attribute names of the wrapped layer's variables.
             normalized = {
-                id(weight.variable): effective[weight.name]
-                for weight in weights_lib.resolve_weights(
-                    old.layer, old.weight_name, old.axis
-                )
+                id(getattr(old.layer, name)): value
+                for name, value in old.effective_weights().items()
             }
             new.set_weights([
                 keras.ops.convert_to_numpy(

@@ -1,6 +1,5 @@
 """The `SpectralNormalization` wrapper layer."""
 
-import contextlib
 import math
 import numbers
 
@@ -10,6 +9,7 @@ from keras import ops
 
 from keras_sn import _compat
 from keras_sn import weights as weights_lib
+from keras_sn._src import arguments
 from keras_sn._src import conv_operator
 from keras_sn._src import lanczos
 from keras_sn._src import power_iteration
@@ -165,12 +165,9 @@ class SpectralNormalization(keras.layers.Wrapper):
         **kwargs,
     ):
         # Validate everything before the base class records anything.
-        if not isinstance(layer, keras.layers.Layer):
-            raise ValueError(
-                "`layer` must be a `keras.layers.Layer` instance, e.g. "
-                "`SpectralNormalization(keras.layers.Dense(10))`. "
-                f"Received: layer={layer!r} (of type {type(layer).__name__})"
-            )
+        arguments.check_layer(
+            layer, "SpectralNormalization", "keras.layers.Dense(10)"
+        )
         if isinstance(layer, SpectralNormalization):
             raise ValueError(
                 "`layer` is already a `SpectralNormalization`; wrapping it "
@@ -179,20 +176,9 @@ class SpectralNormalization(keras.layers.Wrapper):
             )
         _check_int("power_iterations", power_iterations, minimum=1)
         _check_int("warmup_iterations", warmup_iterations, minimum=0)
-        if (
-            not isinstance(epsilon, numbers.Real)
-            or isinstance(epsilon, bool)
-            or not _EPSILON_MIN <= epsilon <= _EPSILON_MAX  # also NaN
-        ):
-            raise ValueError(
-                "`epsilon` must be a positive float, the floor of the norms "
-                "and of sigma (default 1e-12), that float32 holds as a normal "
-                f"number ({_EPSILON_MIN:.3g} to {_EPSILON_MAX:.3g}): below, "
-                "1/epsilon overflows and an all-zero weight gives NaN. "
-                f"Received: epsilon={epsilon!r}"
-            )
-        axis = _check_axis(axis)
-        weight_name = _check_weight_name(weight_name)
+        epsilon = arguments.check_epsilon(epsilon, "the norms and of sigma")
+        axis = arguments.check_axis(axis)
+        weight_name = arguments.check_weight_name(weight_name)
         target_norm = _check_target_norm(target_norm)
         if not isinstance(shrink_only, bool):
             raise ValueError(
@@ -230,7 +216,7 @@ class SpectralNormalization(keras.layers.Wrapper):
         # eagerly, even when the first call is traced in a tf.function: the
         # warm-up must read initialized weights, and its assignments must not
         # become part of the traced function.
-        with _outside_of_traced_functions():
+        with arguments.outside_of_traced_functions():
             self._build_state(input_shape)
 
     def _build_state(self, input_shape):
@@ -248,7 +234,7 @@ class SpectralNormalization(keras.layers.Wrapper):
         normalized = []
         for index, weight in enumerate(resolved):
             prefix = "" if index == 0 else f"{weight.name}_"
-            dtype = _state_dtype(weight.variable.dtype)
+            dtype = arguments.state_dtype(weight.variable.dtype)
             view = weight.view
             if operator is None:
                 u_shape = (view.blocks, view.d_out)
@@ -340,7 +326,7 @@ class SpectralNormalization(keras.layers.Wrapper):
     def _warm_up(self, state, iterations):
         """Eager float64 estimate of `(u, v)` from a random start, as arrays
         in the state's dtype (see `reestimate`)."""
-        dtype = _state_dtype(state.weight.variable.dtype)
+        dtype = arguments.state_dtype(state.weight.variable.dtype)
         shape = (
             (1,) + state.operator.output_shape
             if state.operator is not None
@@ -501,7 +487,7 @@ class SpectralNormalization(keras.layers.Wrapper):
         for state, kernel, sigma in sigmas:
             normalized = kernel * self._scale(state, sigma)
             variable = state.weight.variable
-            if _dtype(normalized) != variable.dtype:
+            if arguments.dtype_of(normalized) != variable.dtype:
                 normalized = ops.cast(normalized, variable.dtype)
             substitutions.append((variable, normalized))
         return substitutions
@@ -547,7 +533,7 @@ class SpectralNormalization(keras.layers.Wrapper):
     def _kernel(self, state):
         # The master weight in the state dtype (float32, or float64).
         kernel = ops.convert_to_tensor(state.weight.variable)
-        if _dtype(kernel) != state.vector_u.dtype:
+        if arguments.dtype_of(kernel) != state.vector_u.dtype:
             kernel = ops.cast(kernel, state.vector_u.dtype)
         return kernel
 
@@ -655,40 +641,11 @@ class _WarmStart:
         return ops.convert_to_numpy(self.wrapper._sigma_of(self.state, v))
 
 
-def _dtype(tensor):
-    # Backend dtypes (tf.float32, torch.float32, ...) as Keras' strings.
-    return keras.backend.standardize_dtype(tensor.dtype)
-
-
 def _product(values):
     result = None
     for value in values:
         result = value if result is None else result * value
     return result
-
-
-# sigma is floored at epsilon in float32 and the layer divides by it: 1/epsilon
-# must be finite there (a subnormal epsilon gives 0 * inf = NaN for an
-# all-zero weight), and epsilon itself must not round to inf.
-_EPSILON_MIN = float(np.finfo(np.float32).tiny)
-_EPSILON_MAX = float(np.finfo(np.float32).max)
-
-
-def _state_dtype(variable_dtype):
-    # The power iteration never runs in half precision.
-    return "float64" if variable_dtype == "float64" else "float32"
-
-
-@contextlib.contextmanager
-def _outside_of_traced_functions():
-    """Lifts `build` out of any tf.function being traced (TF backend)."""
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        with tf.init_scope():
-            yield
-    else:
-        yield
 
 
 def _check_int(name, value, minimum):
@@ -741,41 +698,3 @@ def _check_method(method, layer, axis, weight_name):
             "`axis=` / `weight_name=`, or use method='reshape'. Received: "
             f"axis={axis!r}, weight_name={weight_name!r}"
         )
-
-
-def _check_axis(axis):
-    if axis is None:
-        return None
-    if isinstance(axis, numbers.Integral) and not isinstance(axis, bool):
-        return int(axis)
-    if (
-        isinstance(axis, (list, tuple))
-        and axis
-        and all(
-            isinstance(a, numbers.Integral) and not isinstance(a, bool)
-            for a in axis
-        )
-    ):
-        return tuple(int(a) for a in axis)
-    raise ValueError(
-        "`axis` must be None, an int or a non-empty tuple of ints naming the "
-        "kernel axes that index the layer's output units (e.g. -1 for Dense, "
-        f"-2 for Conv2DTranspose). Received: axis={axis!r}"
-    )
-
-
-def _check_weight_name(weight_name):
-    if weight_name is None or (isinstance(weight_name, str) and weight_name):
-        return weight_name
-    if (
-        isinstance(weight_name, (list, tuple))
-        and weight_name
-        and all(isinstance(n, str) and n for n in weight_name)
-        and len(set(weight_name)) == len(weight_name)
-    ):
-        return list(weight_name)
-    raise ValueError(
-        "`weight_name` must be None, the attribute name of a weight of the "
-        "wrapped layer (e.g. 'kernel') or a list of distinct such names. "
-        f"Received: weight_name={weight_name!r}"
-    )
