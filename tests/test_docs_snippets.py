@@ -31,7 +31,10 @@ pytestmark = pytest.mark.integration
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 FILES = [ROOT / "README.md"] + sorted((ROOT / "docs").glob("*.md"))
 FENCE = re.compile(r"^( *)```python\s*$")
-MARKER = re.compile(r"<!--\s*snippet:\s*(slow|requires\s+([\w.]+))\s*-->")
+MARKER = re.compile(
+    r"<!--\s*snippet:\s*(slow|requires\s+([\w.]+)|jax-2-devices|torchrun-2)"
+    r"\s*-->"
+)
 
 
 def _blocks(path):
@@ -98,7 +101,47 @@ def test_snippet_runs(name, line, code, marker, tmp_path, monkeypatch):
         if importlib.util.find_spec(module) is None:
             pytest.skip(f"{name}:{line} needs {module}, which is not installed")
     monkeypatch.chdir(tmp_path)  # files a snippet writes stay in tmp_path
+    if marker in ("jax-2-devices", "torchrun-2"):
+        # Scale-out recipes run as their comments say: in a child process on
+        # their backend (two virtual JAX devices, or two torchrun ranks on
+        # 127.0.0.1 with a free port), bounded in time.
+        output = _run_in_child(code, marker, tmp_path)
+        assert "Traceback" not in output, output
+        assert "False" not in output, output
+        return
     output = io.StringIO()
     with contextlib.redirect_stdout(output):
         exec(compile(code, f"{name}:{line}", "exec"), {"__name__": "__snippet__"})
     assert "False" not in output.getvalue(), output.getvalue()
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _run_in_child(code, marker, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "snippet.py"
+    script.write_text(code)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(ROOT)] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    if marker == "jax-2-devices":
+        env.update(KERAS_BACKEND="jax",
+                   XLA_FLAGS="--xla_force_host_platform_device_count=2")
+        command = [sys.executable, str(script)]
+    else:
+        env.update(KERAS_BACKEND="torch", CUDA_VISIBLE_DEVICES="")
+        command = [sys.executable, "-m", "torch.distributed.run",
+                   "--nproc_per_node=2", "--master_addr=127.0.0.1",
+                   f"--master_port={_free_port()}", str(script)]
+    run = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True,
+                         text=True, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    return run.stdout
