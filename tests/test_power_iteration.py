@@ -10,6 +10,9 @@ from keras_sn.weights import matrix_view
 from backends import float64_rtol
 from backends import tensorflow_only
 from backends import to_numpy
+
+# float64 references at 1e-12: x64 on JAX for these tests.
+pytestmark = pytest.mark.float64
 from references import reference_sigma
 
 

@@ -112,9 +112,17 @@ def test_sigma_property_is_u_m_v_and_changes_nothing():
 
 
 def test_default_warmup_gives_accurate_sigma_at_first_call():
-    layer = _dense(units=128, inputs=64)
-    k = to_numpy(layer.layer.kernel)
-    assert float(layer.sigma) == pytest.approx(reference_sigma(k), rel=1e-3)
+    # 15 Lanczos steps from a random start: how close they get depends on
+    # the start (docs/lipschitz.md's table: median 5e-8, worst 4e-6 over 10
+    # seeds for this shape on TensorFlow; an unlucky start on JAX gave
+    # 1.6e-3). One power step from a random u is 25-50% low.
+    errors = []
+    for _ in range(5):
+        layer = _dense(units=128, inputs=64)
+        k = to_numpy(layer.layer.kernel)
+        errors.append(abs(float(layer.sigma) / reference_sigma(k) - 1))
+    assert max(errors) < 5e-3
+    assert np.median(errors) < 1e-4
 
 
 def test_reestimate_after_set_weights_tracks_new_weights():

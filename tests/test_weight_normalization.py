@@ -173,6 +173,7 @@ GRADIENT_CASES = [
 
 
 @float64_only
+@pytest.mark.float64
 @pytest.mark.parametrize("data_init", [False, True], ids=["plain", "data_init"])
 @pytest.mark.parametrize(
     "make, input_shape, axes",
@@ -504,7 +505,11 @@ def test_mirrored_strategy_data_init_uses_global_batch_and_replicas_agree():
 
     devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
     assert len(devices) == 2, "conftest configures two logical CPUs"
-    strategy = tf.distribute.MirroredStrategy(devices)
+    # Reductions through one device, as the other strategy tests: collective
+    # ops keyed by instance would clash with an earlier strategy's in this
+    # process.
+    strategy = tf.distribute.MirroredStrategy(
+        devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
     with strategy.scope():
         model = _model()
         model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")

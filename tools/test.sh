@@ -78,8 +78,8 @@ step setup-main setup_main || { cat "$LOGS/summary.txt"; exit 1; }
 # Two lanes side by side (2 cores): each tier is a separate process, so the
 # lanes share nothing but the machine. A lane goes on after a failed tier.
 lane_a() {
-  step tensorflow env KERAS_BACKEND=tensorflow .venv/bin/python -m pytest -p no:cacheprovider "$@"
-  step torch env KERAS_BACKEND=torch .venv/bin/python -m pytest -p no:cacheprovider -m "not core and not integration" "$@"
+  step tensorflow env KERAS_BACKEND=tensorflow .venv/bin/python -m pytest -p no:cacheprovider --durations=15 "$@"
+  step torch env KERAS_BACKEND=torch .venv/bin/python -m pytest -p no:cacheprovider --durations=15 -m "not core and not integration" "$@"
   if [ -f mkdocs.yml ]; then
     step docs .venv/bin/mkdocs build --strict --site-dir "$LOGS/site"
   fi
@@ -89,9 +89,9 @@ lane_b() {
   # `pytest` (not `python -m pytest`) on the `tests` folder: the repository
   # root is not on sys.path, so the installed wheel is what runs.
   step setup-wheel setup_wheel &&
-    step jax-wheel env KERAS_BACKEND=jax .venv-wheel/bin/pytest -p no:cacheprovider tests -m "not core and not integration" "$@"
+    step jax-wheel env KERAS_BACKEND=jax .venv-wheel/bin/pytest -p no:cacheprovider --durations=15 tests -m "not core and not integration" "$@"
   step setup-floor setup_floor &&
-    step floor env KERAS_BACKEND=tensorflow .venv-floor/bin/python -m pytest -p no:cacheprovider tests -m "not core and not integration" "$@"
+    step floor env KERAS_BACKEND=tensorflow .venv-floor/bin/python -m pytest -p no:cacheprovider --durations=15 tests -m "not core and not integration" "$@"
 }
 
 lane_a "$@" > "$LOGS/lane-a.out" 2>&1 &
