@@ -13,9 +13,11 @@ import re
 import keras
 
 # The oldest releases the test suite runs on (CI's floor job); see setup.cfg.
-KERAS_MIN = (3, 3, 0)
+# Keras 3.3-3.7 run the layer (with the shims below) but keep per-replica
+# copies of u and v apart under tf.distribute.MirroredStrategy; 3.8 does not.
+KERAS_MIN = (3, 8, 0)
 KERAS_MAX_MAJOR = 3
-SUPPORTED = "keras>=3.3,<4 (with tensorflow>=2.16, jax>=0.4.30 or torch>=2.1)"
+SUPPORTED = "keras>=3.8,<4 (with tensorflow>=2.16, jax>=0.4.30 or torch>=2.1)"
 
 
 def _version_tuple(version):
@@ -30,7 +32,7 @@ def check_keras_version(version=None):
     if found < KERAS_MIN or found[0] > KERAS_MAX_MAJOR:
         raise ImportError(
             f"keras_sn supports {SUPPORTED}. Found keras=={version}. "
-            "Install a supported release, e.g. `pip install -U 'keras>=3.3,<4'`."
+            "Install a supported release, e.g. `pip install -U 'keras>=3.8,<4'`."
         )
 
 

@@ -287,7 +287,7 @@ def _build_errors(layer, axis, weight_name):
     errors = set()
     for name in names:
         weight = getattr(layer, name, None)
-        if not isinstance(weight, keras.Variable):
+        if not keras_sn._compat.is_variable(weight):
             errors.add("weight_name")
         elif axis is not None:
             axes = list(axis) if isinstance(axis, (list, tuple)) else [axis]

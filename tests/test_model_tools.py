@@ -237,7 +237,7 @@ def test_stripped_model_saved_model_round_trip(stripped_and_expected,
 
     plain, x, expected = stripped_and_expected
     path = str(tmp_path / "saved")
-    plain.export(path, verbose=False)
+    plain.export(path)
     reloaded = tf.saved_model.load(path)
     np.testing.assert_allclose(reloaded.serve(tf.constant(x)), expected,
                                rtol=1e-6, atol=1e-6)
@@ -251,7 +251,7 @@ def test_stripped_model_converts_to_tflite(stripped_and_expected, tmp_path):
 
     plain, x, expected = stripped_and_expected
     path = str(tmp_path / "saved")
-    plain.export(path, verbose=False)
+    plain.export(path)
     converter = tf.lite.TFLiteConverter.from_saved_model(path)
     flatbuffer = converter.convert()
     interpreter = tf.lite.Interpreter(model_content=flatbuffer)

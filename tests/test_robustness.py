@@ -108,3 +108,23 @@ def test_random_inconsistent_vectors_give_a_positive_bounded_sigma():
         expected = np.linalg.norm(kernel.T @ (v[0] / np.linalg.norm(v)))
         assert sigma == pytest.approx(expected, rel=1e-5)
         assert 0.0 < sigma <= true * (1 + 1e-5)
+
+
+@pytest.mark.parametrize("data_init", [False, True], ids=["plain", "data_init"])
+def test_weight_normalization_in_a_sequential_without_input_fits(data_init):
+    model = keras.Sequential([
+        keras_sn.WeightNormalization(
+            keras.layers.Conv2D(3, 2, padding="same"), data_init=data_init)
+    ])
+    # A zero learning rate: after `fit` (which builds the model, on JAX and
+    # torch symbolically) g is still what initialization gave it.
+    model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((4, 6, 6, 2)).astype("float32")
+    y = rng.standard_normal((4, 6, 6, 3)).astype("float32")
+    history = model.fit(x, y, epochs=1, batch_size=4, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    wrapper = model.layers[0]
+    kernel = to_numpy(wrapper.layer.kernel).astype(np.float64)
+    norms = np.sqrt(np.sum(kernel ** 2, axis=(0, 1, 2)))  # per output channel
+    np.testing.assert_allclose(to_numpy(wrapper.g), norms, rtol=1e-6)

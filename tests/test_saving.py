@@ -139,7 +139,7 @@ def test_saved_model_reloads_in_fresh_process_with_identical_outputs(
     x, _ = _data()
     np.save(tmp_path / "x.npy", x)
     if kind == "export":
-        model.export(str(tmp_path / "saved"), verbose=False)
+        model.export(str(tmp_path / "saved"))
     else:
         tf.saved_model.save(model, str(tmp_path / "saved"))
     expected = np.asarray(model(x, training=False))

@@ -537,7 +537,7 @@ def test_saved_model_export_reloads_with_equal_outputs(tmp_path):
     model = _model()
     x, _ = _data()
     model(x, training=True)
-    model.export(str(tmp_path / "saved"), verbose=False)
+    model.export(str(tmp_path / "saved"))
     reloaded = tf.saved_model.load(str(tmp_path / "saved"))
     np.testing.assert_allclose(
         np.asarray(reloaded.serve(tf.constant(x))), to_numpy(model(x)),

@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 PYTHON=${PYTHON:-python3}
 # The floors (setup.cfg) and what TensorFlow 2.16 needs beside them.
-FLOOR_PINS=${FLOOR_PINS:-"keras==3.3.3 tensorflow==2.16.2 numpy<2"}
+FLOOR_PINS=${FLOOR_PINS:-"keras==3.8.0 tensorflow==2.16.2 numpy<2"}
 # CI's machines hold this CPU build of torch; elsewhere any torch>=2.1 works.
 TORCH_PIN=${TORCH_PIN:-"torch==2.13.0"}
 LOGS=$ROOT/.test-logs
@@ -66,18 +66,30 @@ assert importlib.util.find_spec('tensorflow') is None, 'TensorFlow is installed'
 print('wheel', keras_sn.__version__, 'imports from', keras_sn.__file__, 'without TensorFlow')")
 }
 
-setup_floor() {
+setup_floor() {  # the pinned floors first: they need nothing from .venv
   rm -rf .venv-floor && "$PYTHON" -m venv .venv-floor &&
-    .venv-floor/bin/pip install -q $FLOOR_PINS &&
-    .venv-floor/bin/pip install -q -e ".[test]" $FLOOR_PINS &&
+    .venv-floor/bin/pip install -q $FLOOR_PINS
+}
+
+setup_floor_package() {  # after setup-main: editable installs write the tree
+  .venv-floor/bin/pip install -q -e ".[test]" $FLOOR_PINS &&
     .venv-floor/bin/python -c "import keras, tensorflow as tf; print('floor: keras', keras.__version__, 'tensorflow', tf.__version__)"
 }
 
-step setup-main setup_main || { cat "$LOGS/summary.txt"; exit 1; }
+wait_for_setup_main() {
+  while [ ! -e "$LOGS/setup-main.done" ] && [ ! -e "$LOGS/setup-main.failed" ]; do
+    sleep 2
+  done
+  [ -e "$LOGS/setup-main.done" ]
+}
 
 # Two lanes side by side (2 cores): each tier is a separate process, so the
 # lanes share nothing but the machine. A lane goes on after a failed tier.
+# Lane B starts at once with the floor environment, which needs nothing from
+# .venv; it builds the wheel (with .venv's build and twine) after that.
 lane_a() {
+  step setup-main setup_main || { touch "$LOGS/setup-main.failed"; return 1; }
+  touch "$LOGS/setup-main.done"
   step tensorflow env KERAS_BACKEND=tensorflow .venv/bin/python -m pytest -p no:cacheprovider --durations=15 "$@"
   step torch env KERAS_BACKEND=torch .venv/bin/python -m pytest -p no:cacheprovider --durations=15 -m "not core and not integration" "$@"
   if [ -f mkdocs.yml ]; then
@@ -86,12 +98,14 @@ lane_a() {
 }
 
 lane_b() {
+  step setup-floor setup_floor
+  wait_for_setup_main || return 1
+  step setup-floor-pkg setup_floor_package &&
+    step floor env KERAS_BACKEND=tensorflow .venv-floor/bin/python -m pytest -p no:cacheprovider --durations=15 tests -m "not core and not integration" "$@"
   # `pytest` (not `python -m pytest`) on the `tests` folder: the repository
   # root is not on sys.path, so the installed wheel is what runs.
   step setup-wheel setup_wheel &&
     step jax-wheel env KERAS_BACKEND=jax .venv-wheel/bin/pytest -p no:cacheprovider --durations=15 tests -m "not core and not integration" "$@"
-  step setup-floor setup_floor &&
-    step floor env KERAS_BACKEND=tensorflow .venv-floor/bin/python -m pytest -p no:cacheprovider --durations=15 tests -m "not core and not integration" "$@"
 }
 
 lane_a "$@" > "$LOGS/lane-a.out" 2>&1 &
@@ -100,7 +114,7 @@ lane_b "$@" > "$LOGS/lane-b.out" 2>&1 &
 lane_b_pid=$!
 wait "$lane_a_pid"; wait "$lane_b_pid"
 cat "$LOGS/lane-a.out" "$LOGS/lane-b.out"
-for tier in tensorflow torch jax-wheel floor; do
+for tier in setup-main tensorflow torch jax-wheel floor; do
   grep -q "^$tier " "$LOGS/summary.txt" || echo "$tier not run" >> "$LOGS/summary.txt"
 done
 grep -q "rc=[1-9]\| not run" "$LOGS/summary.txt" && failed=1

@@ -7,6 +7,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_sn import _compat
 from keras_sn import weights as weights_lib
 from keras_sn._src import arguments
 from keras_sn._src import substitution
@@ -200,6 +201,7 @@ class WeightNormalization(keras.layers.Wrapper):
 
     def _build_state(self, input_shape):
         super().build(input_shape)
+        _compat.mark_wrapper_unbuilt(self)
         # Resolve (and validate) first: on error no state has been created.
         resolved = _resolve(self.layer, self.weight_name, self.axis)
         if self.data_init:
@@ -507,6 +509,11 @@ class _Direction:
 
     def initial_g(self, shape, dtype=None):
         """`||V||` per unit, from the kernel's current value (float64 math)."""
+        if _compat.in_stateless_scope():
+            # A symbolic build (e.g. `fit` building a Sequential without an
+            # Input) reads deferred variables through their initializers:
+            # shapes only; the real value comes at initialization, eagerly.
+            return ops.ones(shape, dtype=dtype)
         kernel = np.asarray(
             ops.convert_to_numpy(ops.convert_to_tensor(self.weight.variable)),
             np.float64,
