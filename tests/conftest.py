@@ -5,6 +5,9 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# torch.compile (`jit_compile=True` on torch) compiles in this process: a
+# pool of compile workers costs more than it saves on a 2-core machine.
+os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
 
 import importlib.util  # noqa: E402
 
@@ -54,6 +57,35 @@ def _seed_and_policy(request):
     else:
         yield
     keras.config.set_dtype_policy("float32")
+
+
+@pytest.fixture(autouse=True)
+def _torch_compile_per_test(request, monkeypatch):
+    """On torch, `jit_compile=True` (`torch.compile`) starts afresh in every
+    test, and uses the `aot_eager` backend unless the test is marked
+    `inductor`.
+
+    Without the reset, torch.compile recompiles Keras' step function across
+    tests, turns its shapes dynamic and, past its recompile limit, silently
+    runs later tests' "compiled" steps eagerly. `aot_eager` captures the
+    step with Dynamo and AOT autograd, where the wrapper's code is traced,
+    without Inductor's C++ code generation (about 30 s a model on 2 cores);
+    tests/test_torch_compile.py runs Inductor itself.
+    """
+    if keras.backend.backend() != "torch":
+        yield
+        return
+    import functools
+
+    import torch
+
+    torch.compiler.reset()
+    if request.node.get_closest_marker("inductor") is None:
+        monkeypatch.setattr(
+            torch, "compile", functools.partial(torch.compile, backend="aot_eager")
+        )
+    yield
+    torch.compiler.reset()
 
 
 @pytest.fixture(scope="session")

@@ -12,6 +12,7 @@ import pytest
 from keras.backend import standardize_dtype
 
 import keras_sn
+from backends import BACKEND
 from backends import to_numpy
 from references import LAYER_CASE_IDS
 from references import LAYER_CASES
@@ -65,7 +66,15 @@ def test_symbolic_and_eager_shapes_and_dtypes_agree(case):
     )
 
 
-@pytest.mark.parametrize("jit_compile", [True, False], ids=["xla", "graph"])
+# XLA on TensorFlow and JAX. torch has none: its `jit_compile=True` is
+# torch.compile (about 35 s a model here, Dynamo tracing), which
+# tests/test_torch_compile.py runs on every kernel layout, against eager.
+_JIT = [True, False] if BACKEND != "torch" else [False]
+
+
+@pytest.mark.parametrize(
+    "jit_compile", _JIT, ids=["xla", "graph"][-len(_JIT):]
+)
 def test_fit_step(case, jit_compile):
     model = _model(case, warmup_iterations=0)  # u far from its fixed point
     wrapper = model.layers[1]

@@ -209,9 +209,11 @@ def power_iteration_and_sigma(matrix, u, v, iterations, epsilon):
     matrix = ops.convert_to_tensor(matrix)
     u, v = power_iteration(matrix, u, v, iterations - 1, epsilon)
     v = ops.stop_gradient(right_vector(matrix, u, v, epsilon))
-    mv = _matvec_out(ops.stop_gradient(matrix), v)  # σ's gradient: below
-    u = ops.stop_gradient(l2_normalize(mv, epsilon, fallback=u))
-    return _largest(_block_sigmas(matrix, v, mv, epsilon)), u, v
+    mv = _matvec_out(matrix, v)  # the one product the gradient flows through
+    sigmas, u_hat = _block_sigmas(mv, epsilon)
+    # normalize(M v), or the previous u where M v vanishes (as l2_normalize).
+    u = ops.where(ops.expand_dims(sigmas > epsilon, -1), u_hat, u)
+    return _largest(sigmas), ops.stop_gradient(u), v
 
 
 def sigma_from_vectors(matrix, v, epsilon=1e-12):
@@ -221,44 +223,24 @@ def sigma_from_vectors(matrix, v, epsilon=1e-12):
     it equals ``uᵀ M v`` whenever ``u = normalize(M v)``, as after a step.
     """
     matrix, v = (ops.convert_to_tensor(t) for t in (matrix, v))
-    mv = _matvec_out(ops.stop_gradient(matrix), v)  # σ's gradient: below
-    return _largest(_block_sigmas(matrix, v, mv, epsilon))
+    return _largest(_block_sigmas(_matvec_out(matrix, v), epsilon)[0])
 
 
-def _block_sigmas(matrix, v, mv, epsilon):
-    """``||M v||`` per block from the product ``mv = M v``, with the gradient
-    ``v ûᵀ`` per block (``û = normalize(M v)``, v held constant) written
-    directly.
+def _block_sigmas(mv, epsilon):
+    """``(||M v||, û)`` per block from the product ``mv = M v``.
 
-    Left to autodiff, the gradient of the product is an outer product made by
-    a matrix multiplication with an inner dimension of 1, which for the
-    `(1, P, d_out, Q)` operand of transposed convolutions is a batched one,
-    about 2x slower on a CPU than one broadcast multiplication.
+    The norm is written as its value plus ``<û, M v - M v>`` with
+    ``û = normalize(M v)`` held constant, so autodiff gives the paper's
+    gradient ``û vᵀ`` through the product (v is constant), without the NaN
+    of d sqrt(x) at x = 0 and without a custom gradient, which
+    `torch.compile` does not differentiate faithfully (Keras' torch
+    `custom_gradient` keeps its backward function on the autograd context).
     """
-    sigmas, u_hat = norm_and_direction(mv, epsilon)
-
-    @ops.custom_gradient
-    def block_sigmas(matrix):
-        def grad(*args, upstream=None):
-            # TF and JAX pass the upstream gradient alone, torch as a keyword
-            # after the function's inputs (Keras' `custom_gradient` contract).
-            if upstream is None:
-                (upstream,) = args
-            return _rank_one(upstream, u_hat, v, matrix.shape)
-
-        return sigmas, grad
-
-    return block_sigmas(matrix)
-
-
-def _rank_one(scales, u, v, shape):
-    """``scales[b] * v_b u_bᵀ`` for every block, laid out as the operand."""
-    if len(shape) == 4:  # (1, P, d_out, Q): element (p, o, q) is u[o] v[p, q]
-        _, before, d_out, after = shape
-        left = ops.reshape(scales[0] * u, (1, 1, d_out, 1))
-        return left * ops.reshape(v, (1, before, 1, after))
-    scaled_u = ops.expand_dims(scales, -1) * u  # (G, d_out)
-    return ops.expand_dims(v, -1) * ops.expand_dims(scaled_u, 1)
+    frozen = ops.stop_gradient(mv)
+    sigmas, u_hat = norm_and_direction(frozen, epsilon)
+    u_hat = ops.stop_gradient(u_hat)
+    correction = ops.sum(u_hat * (mv - frozen), axis=-1)
+    return ops.stop_gradient(sigmas) + correction, u_hat
 
 
 def _largest(block_sigmas):
