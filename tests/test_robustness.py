@@ -110,6 +110,32 @@ def test_random_inconsistent_vectors_give_a_positive_bounded_sigma():
         assert 0.0 < sigma <= true * (1 + 1e-5)
 
 
+@pytest.mark.parametrize("epsilon", [1e-12, 1.5, 40.0])
+@pytest.mark.parametrize("method", ["reshape", "operator"])
+def test_training_keeps_u_and_v_unit_for_any_epsilon(epsilon, method):
+    # epsilon is only the norm floor: with a floor above the norms of the
+    # power step's products (40 here) u and v keep their previous values,
+    # and below them they are the exact directions. Found by the fuzz test:
+    # with epsilon 1.5 and two output units, u came out with norm 0.78.
+    keras.utils.set_random_seed(0)
+    if method == "reshape":
+        layer, shape = keras.layers.Dense(2), (None, 4)
+    else:
+        layer, shape = keras.layers.Conv2D(2, 3), (None, 6, 6, 2)
+    wrapper = keras_sn.SpectralNormalization(
+        layer, epsilon=epsilon, method=method
+    )
+    wrapper.build(shape)
+    layer.kernel.assign(3.0 * to_numpy(layer.kernel))  # sigma above 1.5
+    x = np.random.default_rng(0).standard_normal((2,) + shape[1:])
+    for _ in range(3):
+        wrapper(x.astype("float32"), training=True)
+    for vector in (wrapper.vector_u, wrapper.vector_v):
+        values = to_numpy(vector).reshape(to_numpy(vector).shape[0], -1)
+        np.testing.assert_allclose(np.linalg.norm(values, axis=-1), 1.0,
+                                   rtol=1e-6)
+
+
 @pytest.mark.parametrize("data_init", [False, True], ids=["plain", "data_init"])
 def test_weight_normalization_in_a_sequential_without_input_fits(data_init):
     model = keras.Sequential([

@@ -359,20 +359,20 @@ def power_iteration_and_sigma(kernel, u, v, operator, iterations, epsilon):
     v = ops.stop_gradient(_normalize(adjoint(frozen, u, operator), epsilon, v))
     av = forward(dense, v, operator)  # gradient flows into `kernel` here only
     u = ops.stop_gradient(_normalize(av, epsilon, u))
-    return _norm(av, epsilon), u, v
+    return _norm(av), u, v
 
 
-def sigma_from_vectors(kernel, v, operator, epsilon=1e-12):
+def sigma_from_vectors(kernel, v, operator):
     """``||A v||`` from a given feature map `v`, no iteration."""
     av = forward(dense_kernel(kernel, operator), v, operator)
-    return _norm(av, epsilon)
+    return _norm(av)
 
 
-def _norm(av, epsilon):
+def _norm(av):
     # ||A v||, positive by construction, written as its value plus
     # <û, A v - A v> with û = normalize(A v) held constant: the gradient is
     # û vᵀ through the convolution, without the NaN of d sqrt(x) at x = 0.
     axes = tuple(range(len(av.shape)))
-    norm, u_hat = power_iteration.norm_and_direction(av, epsilon, axes)
+    norm, u_hat = power_iteration.norm_and_direction(av, axes)
     norm, u_hat = ops.stop_gradient(norm), ops.stop_gradient(u_hat)
     return norm + ops.sum(u_hat * (av - ops.stop_gradient(av)))

@@ -89,8 +89,11 @@ def l2_normalize(x, epsilon, fallback=None, axis=-1):
     return ops.where(squared_norm > floor, normalized, fallback)
 
 
-def norm_and_direction(x, epsilon, axis=-1):
+def norm_and_direction(x, axis=-1):
     """``(||x||, x / ||x||)`` along `axis` (an int or a tuple), robustly.
+
+    The direction is exact for every non-zero `x`, with no floor: callers
+    compare the norm with theirs.
 
     The norm is taken of `x` divided by its largest magnitude, so squares of
     tiny (1e-31) or huge entries neither underflow nor overflow: sigma is
@@ -100,7 +103,9 @@ def norm_and_direction(x, epsilon, axis=-1):
     scale = ops.max(ops.abs(x), axis=axis, keepdims=True)
     scaled = x * ops.reciprocal(ops.where(scale > 0, scale, 1.0))
     norm = ops.sqrt(ops.sum(ops.square(scaled), axis=axis, keepdims=True))
-    direction = scaled * ops.reciprocal(ops.maximum(norm, epsilon))
+    # `scaled` has an entry of magnitude 1 unless x is 0, so its norm is
+    # >= 1 or exactly 0: the direction is exact, whatever `epsilon` is.
+    direction = scaled * ops.reciprocal(ops.where(norm > 0, norm, 1.0))
     return ops.squeeze(scale * norm, axis=axis), direction
 
 
@@ -210,23 +215,23 @@ def power_iteration_and_sigma(matrix, u, v, iterations, epsilon):
     u, v = power_iteration(matrix, u, v, iterations - 1, epsilon)
     v = ops.stop_gradient(right_vector(matrix, u, v, epsilon))
     mv = _matvec_out(matrix, v)  # the one product the gradient flows through
-    sigmas, u_hat = _block_sigmas(mv, epsilon)
+    sigmas, u_hat = _block_sigmas(mv)
     # normalize(M v), or the previous u where M v vanishes (as l2_normalize).
     u = ops.where(ops.expand_dims(sigmas > epsilon, -1), u_hat, u)
     return _largest(sigmas), ops.stop_gradient(u), v
 
 
-def sigma_from_vectors(matrix, v, epsilon=1e-12):
+def sigma_from_vectors(matrix, v):
     """``||M v||`` (largest over blocks) from a given `v`, no iteration.
 
     Positive by construction and, for unit rows `v`, at most the true sigma;
     it equals ``uᵀ M v`` whenever ``u = normalize(M v)``, as after a step.
     """
     matrix, v = (ops.convert_to_tensor(t) for t in (matrix, v))
-    return _largest(_block_sigmas(_matvec_out(matrix, v), epsilon)[0])
+    return _largest(_block_sigmas(_matvec_out(matrix, v))[0])
 
 
-def _block_sigmas(mv, epsilon):
+def _block_sigmas(mv):
     """``(||M v||, û)`` per block from the product ``mv = M v``.
 
     The norm is written as its value plus ``<û, M v - M v>`` with
@@ -237,7 +242,7 @@ def _block_sigmas(mv, epsilon):
     `custom_gradient` keeps its backward function on the autograd context).
     """
     frozen = ops.stop_gradient(mv)
-    sigmas, u_hat = norm_and_direction(frozen, epsilon)
+    sigmas, u_hat = norm_and_direction(frozen)
     u_hat = ops.stop_gradient(u_hat)
     correction = ops.sum(u_hat * (mv - frozen), axis=-1)
     return ops.stop_gradient(sigmas) + correction, u_hat
