@@ -8,8 +8,8 @@
 #   lane  tier          environment                         tests
 #   A     tensorflow    .venv: latest TF, JAX, torch        core, unit, doctests
 #                       (editable install)
-#   A     integration   .venv, TensorFlow                   integration, but the examples'
 #   A     torch         .venv                               unit
+#   A     integration   .venv, TensorFlow                   integration, but the examples'
 #   A     docs          .venv                               mkdocs build --strict
 #   B     floor         .venv-floor: the declared floors    unit, TensorFlow backend
 #   B     jax-wheel     .venv-wheel: the built wheel, JAX   unit (and: the wheel installs and
@@ -139,9 +139,8 @@ lane_a() {
   step setup-main setup_main || { touch "$LOGS/setup-main.failed"; return 1; }
   touch "$LOGS/setup-main.done"
   step tensorflow env KERAS_BACKEND=tensorflow .venv/bin/python -m pytest -p no:cacheprovider --durations=15 -m "not integration" "$@"
-  # The integration tier (many processes) runs while lane B runs one.
-  step integration env KERAS_BACKEND=tensorflow .venv/bin/python -m pytest -p no:cacheprovider --durations=15 -m integration "${EXAMPLE_TESTS[@]/#/--ignore=}" tests "$@"
   step torch env KERAS_BACKEND=torch .venv/bin/python -m pytest -p no:cacheprovider --durations=15 -m "not core and not integration" "$@"
+  step integration env KERAS_BACKEND=tensorflow .venv/bin/python -m pytest -p no:cacheprovider --durations=15 -m integration "${EXAMPLE_TESTS[@]/#/--ignore=}" tests "$@"
   if [ -f mkdocs.yml ]; then
     step docs .venv/bin/mkdocs build --strict --site-dir "$LOGS/site"
   fi
