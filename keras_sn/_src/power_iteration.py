@@ -104,7 +104,7 @@ def norm_and_direction(x, axis=-1):
     scaled = x * ops.reciprocal(ops.where(scale > 0, scale, 1.0))
     norm = ops.sqrt(ops.sum(ops.square(scaled), axis=axis, keepdims=True))
     # `scaled` has an entry of magnitude 1 unless x is 0, so its norm is
-    # >= 1 or exactly 0: the direction is exact, whatever `epsilon` is.
+    # >= 1 or exactly 0: the direction needs no floor.
     direction = scaled * ops.reciprocal(ops.where(norm > 0, norm, 1.0))
     return ops.squeeze(scale * norm, axis=axis), direction
 
