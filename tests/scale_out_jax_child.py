@@ -6,6 +6,10 @@ same global batches twice, on one device and data-parallel over both, and
 writes to `argv[1]` (npz): `initial/<key>`, `single/<key>`, `parallel/<key>` and each
 device's shard `shard<i>/<key>` of every variable, and `replicated/<key>`
 (1 when JAX reports the variable's sharding fully replicated).
+
+With `RECIPE OUTPUT` after it (`python scale_out_jax_child.py OUT [RECIPE
+OUTPUT]`), it then runs docs/distributed.md's DataParallel recipe (file
+RECIPE) in the same process, as a script, its printed output to OUTPUT.
 """
 
 import sys
@@ -56,3 +60,5 @@ def main(out):
 
 if __name__ == "__main__":
     main(sys.argv[1])
+    if len(sys.argv) > 2:
+        m.run_recipe(*sys.argv[2:4])

@@ -56,3 +56,21 @@ def snapshot(model):
             assert key not in arrays, key
             arrays[key] = np.array(keras.ops.convert_to_numpy(variable.value))
     return arrays
+
+
+def run_recipe(recipe, output):
+    """Runs the documentation's scale-out recipe (the code in file `recipe`)
+    as a script in this process, its printed output to file `output`.
+
+    Keras' session is cleared first, so that layer names, and with them the
+    order of a torch module's parameters, which DDP requires to be the same
+    on every rank, are those of a fresh process: rank 0 built two more
+    models than rank 1 before this."""
+    import contextlib
+
+    keras.backend.clear_session()
+
+    with open(recipe) as file:
+        code = compile(file.read(), recipe, "exec")
+    with open(output, "w") as out, contextlib.redirect_stdout(out):
+        exec(code, {"__name__": "__main__"})

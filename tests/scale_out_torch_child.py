@@ -7,9 +7,15 @@ is wrapped in `DistributedDataParallel` and trained by a torch loop with
 keras-io's "distributed training with torch" guide. Rank 0 first trains the
 same model in one process on the whole global batches (no DDP), the
 reference. Writes `OUT_DIR/rank<R>.npz` (and `OUT_DIR/single.npz`, `OUT_DIR/initial.npz`).
+
+With `RECIPE RECIPE_PORT` after it, each rank then runs docs/distributed.md's
+DDP recipe (file RECIPE) as a script in the same process, with the
+environment `torchrun` gives a rank (RANK, WORLD_SIZE, MASTER_ADDR,
+MASTER_PORT=RECIPE_PORT), its printed output to `OUT_DIR/recipe<R>.txt`.
 """
 
 import datetime
+import os
 import sys
 
 import numpy as np
@@ -57,5 +63,15 @@ def main(rank, world, port, out_dir):
         dist.destroy_process_group()
 
 
+def run_recipe(rank, world, recipe, port, out_dir):
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    m.run_recipe(recipe, f"{out_dir}/recipe{rank}.txt")
+
+
 if __name__ == "__main__":
-    main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
+    rank, world = int(sys.argv[1]), int(sys.argv[2])
+    main(rank, world, int(sys.argv[3]), sys.argv[4])
+    if len(sys.argv) > 5:
+        run_recipe(rank, world, sys.argv[5], int(sys.argv[6]), sys.argv[4])

@@ -99,50 +99,53 @@ def test_weights_h5_round_trip(tmp_path):
     np.testing.assert_array_equal(to_numpy(model(x)), to_numpy(other(x)))
 
 
+SAVED_MODEL_KINDS = ["export", "tf_saved_model_save"]
 _RELOAD = textwrap.dedent("""
     import sys
     import numpy as np
     import tensorflow as tf
-    directory, kind = sys.argv[1], sys.argv[2]
+    directory = sys.argv[1]
     x = np.load(directory + "/x.npy")
-    loaded = tf.saved_model.load(directory + "/saved")
-    if kind == "export":
-        y = loaded.serve(tf.constant(x))
-    else:
-        signature = loaded.signatures["serving_default"]
-        y = list(signature(tf.constant(x)).values())[0]
-    np.save(directory + "/y.npy", np.asarray(y))
+    for kind in sys.argv[2:]:
+        loaded = tf.saved_model.load(f"{directory}/{kind}")
+        if kind == "export":
+            y = loaded.serve(tf.constant(x))
+        else:
+            signature = loaded.signatures["serving_default"]
+            y = list(signature(tf.constant(x)).values())[0]
+        np.save(f"{directory}/{kind}.npy", np.asarray(y))
 """)
 
 
-def _reload_in_fresh_process(directory, kind):
-    # A fresh interpreter that never imports keras_sn: the SavedModel must
-    # stand on its own.
+@pytest.fixture(scope="module")
+def saved_models_reloaded(tmp_path_factory):
+    """The trained model's outputs, and each SavedModel's outputs after a
+    reload in one fresh interpreter that never imports keras_sn (the
+    SavedModels must stand on their own)."""
+    import tensorflow as tf
+
+    directory = tmp_path_factory.mktemp("saved_models")
+    model = _trained_model()
+    x, _ = _data()
+    np.save(directory / "x.npy", x)
+    model.export(str(directory / "export"))
+    tf.saved_model.save(model, str(directory / "tf_saved_model_save"))
+    expected = np.asarray(model(x, training=False))
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     subprocess.run(
-        [sys.executable, "-c", _RELOAD, str(directory), kind],
+        [sys.executable, "-c", _RELOAD, str(directory), *SAVED_MODEL_KINDS],
         check=True, env=env, timeout=300,
     )
-    return np.load(directory / "y.npy")
+    return expected, {kind: np.load(directory / f"{kind}.npy")
+                      for kind in SAVED_MODEL_KINDS}
 
 
 @tensorflow_only
 @pytest.mark.integration
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["export", "tf_saved_model_save"])
+@pytest.mark.parametrize("kind", SAVED_MODEL_KINDS)
 def test_saved_model_reloads_in_fresh_process_with_identical_outputs(
-    tmp_path, kind
+    saved_models_reloaded, kind
 ):
-    import tensorflow as tf
-
-    model = _trained_model()
-    x, _ = _data()
-    np.save(tmp_path / "x.npy", x)
-    if kind == "export":
-        model.export(str(tmp_path / "saved"))
-    else:
-        tf.saved_model.save(model, str(tmp_path / "saved"))
-    expected = np.asarray(model(x, training=False))
-    np.testing.assert_allclose(
-        _reload_in_fresh_process(tmp_path, kind), expected, rtol=1e-6, atol=1e-7
-    )
+    expected, reloaded = saved_models_reloaded
+    np.testing.assert_allclose(reloaded[kind], expected, rtol=1e-6, atol=1e-7)

@@ -17,6 +17,12 @@ builds, while the kernels move by ~0.1 over the 8 Adam steps (lr 1e-2;
 checked below to move by more than 100 * ATOL): a lost u update, a replica's
 power step on other data, or a skipped batch would show far above it.
 Between replicas the values must be bit-identical.
+
+The same processes then run docs/distributed.md's two recipes as written
+(tests/snippets.py finds them by their markers), after their own check: the
+JAX one must print True (u is replicated), the torch one the same u on both
+ranks. Running them here, not in fresh processes of their own in
+tests/test_docs_snippets.py, saves ~70 s of imports in CI.
 """
 
 import os
@@ -30,6 +36,7 @@ import time
 import numpy as np
 import pytest
 
+import snippets
 from backends import child_process_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -105,9 +112,25 @@ def _check_vectors_present(paths):
     assert any("Conv2DTranspose" in p for p in paths), paths
 
 
+def _recipe(marker, directory):
+    """docs/distributed.md's recipe marked `marker`, written to a file."""
+    [(name, line, code)] = snippets.marked(marker)
+    path = directory / f"{marker}.py"
+    path.write_text(code)
+    return path
+
+
+def _recipe_output(path):
+    text = path.read_text()
+    assert "Traceback" not in text and "False" not in text, text
+    return text
+
+
 def test_jax_data_parallel_keeps_u_v_and_weights_replicated(tmp_path):
     out = tmp_path / "jax.npz"
-    _run([[sys.executable, str(TESTS / "scale_out_jax_child.py"), str(out)]],
+    recipe = _recipe("jax-2-devices", tmp_path)
+    _run([[sys.executable, str(TESTS / "scale_out_jax_child.py"), str(out),
+           str(recipe), str(tmp_path / "recipe.txt")]],
          _env("jax", XLA_FLAGS="--xla_force_host_platform_device_count=2",
               JAX_PLATFORMS="cpu"),
          tmp_path)
@@ -129,6 +152,8 @@ def test_jax_data_parallel_keeps_u_v_and_weights_replicated(tmp_path):
                                    atol=ATOL, err_msg=path)
     _assert_trained({p: arrays[f"single/{p}"] for p in paths},
                     {p: arrays[f"initial/{p}"] for p in paths})
+    # The documented recipe: u is fully replicated.
+    assert _recipe_output(tmp_path / "recipe.txt").split() == ["True"]
 
 
 def _assert_trained(trained, initial):
@@ -143,11 +168,13 @@ def _assert_trained(trained, initial):
 
 
 def test_torch_ddp_keeps_u_v_and_weights_replicated(tmp_path):
-    port = _free_port()
+    port, recipe_port = _free_port(), _free_port()
     world = 2
     child = str(TESTS / "scale_out_torch_child.py")
+    recipe = _recipe("torchrun-2", tmp_path)
     _run([[sys.executable, child, str(rank), str(world), str(port),
-           str(tmp_path)] for rank in range(world)],
+           str(tmp_path), str(recipe), str(recipe_port)]
+          for rank in range(world)],
          _env("torch", OMP_NUM_THREADS="1"), tmp_path)
     single = dict(np.load(tmp_path / "single.npz"))
     ranks = [dict(np.load(tmp_path / f"rank{r}.npz")) for r in range(world)]
@@ -160,3 +187,8 @@ def test_torch_ddp_keeps_u_v_and_weights_replicated(tmp_path):
                                    atol=ATOL, err_msg=path)
     initial = dict(np.load(tmp_path / "initial.npz"))
     _assert_trained(single, initial)
+    # The documented recipe: each rank prints its rank and its u, the same.
+    printed = [_recipe_output(tmp_path / f"recipe{r}.txt").split(maxsplit=1)
+               for r in range(world)]
+    assert [p[0] for p in printed] == ["0", "1"], printed
+    assert printed[0][1] == printed[1][1] and "tensor" in printed[0][1], printed

@@ -6,12 +6,15 @@ run on torch; these tests do, with a stronger check (equal to eager), on two
 models that between them hold every kernel layout of the weight table:
 
 - with Inductor, torch.compile's default backend (C++ code generation), a
-  convolution, a transposed convolution (output axis in the middle) and a
-  dense layer;
+  convolution and a dense layer: Inductor's first use on a fresh machine
+  costs ~30-50 s (it probes the CPU's vector instructions and precompiles
+  headers), each further C++ kernel a few seconds, so this model is small;
 - with `aot_eager` (Dynamo and AOT autograd trace the wrapper, as Inductor
   does, without code generation; tests/conftest.py), an embedding, a grouped
-  convolution (block-diagonal), separable and depthwise convolutions, an
-  `EinsumDense` and the operator method.
+  convolution (block-diagonal), separable and depthwise convolutions, a
+  transposed convolution (output axis in the middle), an `EinsumDense` and
+  the operator method. AOT autograd is where a gradient term can be lost
+  (below); Inductor only generates code for the graphs it produces.
 
 Before σ's gradient went through autodiff, a compiled step lost σ's term of
 the gradient and the kernels were 0.4% apart after one step.
@@ -32,11 +35,10 @@ pytestmark = [
 SN = keras_sn.SpectralNormalization
 
 
-def _convolutions():
+def _convolution_and_dense():
     return keras.Sequential([
         keras.Input((8, 8, 3)),
         SN(keras.layers.Conv2D(4, 3, strides=2, padding="same")),
-        SN(keras.layers.Conv2DTranspose(3, 4, strides=2, padding="same")),
         keras.layers.Flatten(),
         SN(keras.layers.Dense(2)),
     ])
@@ -48,6 +50,7 @@ def _other_layouts():
     x = SN(keras.layers.Conv1D(4, 3, groups=2, padding="same"))(x)
     x = SN(keras.layers.SeparableConv1D(4, 3, padding="same"))(x)
     x = SN(keras.layers.DepthwiseConv1D(3, padding="same"))(x)
+    x = SN(keras.layers.Conv1DTranspose(4, 3, padding="same"))(x)
     x = SN(keras.layers.Conv1D(4, 3, padding="same"), method="operator")(x)
     x = SN(keras.layers.EinsumDense("abc,cd->abd", output_shape=(8, 2)))(x)
     return keras.Model(tokens, keras.layers.Flatten()(x))
@@ -89,7 +92,7 @@ def test_inductor_trains_like_eager():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((8, 8, 8, 3)).astype("float32")
     y = rng.standard_normal((8, 2)).astype("float32")
-    _check_compiled_equals_eager(_convolutions, x, y)
+    _check_compiled_equals_eager(_convolution_and_dense, x, y)
 
 
 def test_compiled_step_trains_every_other_layout_like_eager():
