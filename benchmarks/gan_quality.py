@@ -11,8 +11,9 @@ paper, and scores it with examples/digits_metrics.py: the Frechet distance
 prints the machine, every run and a markdown table (median and range over the
 seeds), and writes all of it to `--json` (an interrupted run resumes).
 
-Usage (the table in examples/README.md):
-    python benchmarks/gan_quality.py --json benchmarks/results/gan_quality.json
+Usage (the table in examples/README.md, about an hour on 2 CPU cores):
+    python benchmarks/gan_quality.py --norms sn,none,wn --updates 500 \
+        --batch-size 32 --json benchmarks/results/gan_quality_500.json
 
 XLA is off (`--jit` turns it on): on a CPU, TensorFlow graph mode ran this
 step about 2x faster; it changes the speed, not the computation.
