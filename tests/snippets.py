@@ -20,10 +20,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 FILES = [ROOT / "README.md"] + sorted((ROOT / "docs").glob("*.md"))
 SCALE_OUT_MARKERS = ("jax-2-devices", "torchrun-2")
 FENCE = re.compile(r"^( *)```python\s*$")
-MARKER = re.compile(
-    r"<!--\s*snippet:\s*(slow|requires\s+([\w.]+)|jax-2-devices|torchrun-2)"
-    r"\s*-->"
-)
+MARKER = re.compile(r"<!--\s*snippet:\s*(slow|requires\s+[\w.]+|"
+                    + "|".join(SCALE_OUT_MARKERS) + r")\s*-->")
 
 
 def blocks(path):

@@ -25,16 +25,11 @@ from backends import tensorflow_only
 # The docs are checked once, in the integration tier (TensorFlow, latest).
 pytestmark = pytest.mark.integration
 
-ROOT = snippets.ROOT
-FILES = snippets.FILES
-_blocks = snippets.blocks
-
-
 def _cases():
     cases = []
-    for path in FILES:
-        name = path.relative_to(ROOT).as_posix()
-        for n, (code, marker, line) in enumerate(_blocks(path), start=1):
+    for path in snippets.FILES:
+        name = path.relative_to(snippets.ROOT).as_posix()
+        for n, (code, marker, line) in enumerate(snippets.blocks(path), start=1):
             if marker in snippets.SCALE_OUT_MARKERS:
                 continue  # run by tests/test_scale_out.py
             marks = [pytest.mark.slow] if marker == "slow" else []
@@ -46,15 +41,15 @@ CASES = _cases()
 
 
 def test_every_python_block_is_collected():
-    for path in FILES:
+    for path in snippets.FILES:
         text = path.read_text(encoding="utf-8")
         fences = len(re.findall(r"^ *```python\s*$", text, flags=re.M))
-        assert fences == len(_blocks(path)), path.name
+        assert fences == len(snippets.blocks(path)), path.name
     # The rest run in tests/test_scale_out.py, which runs one per marker.
     for marker in snippets.SCALE_OUT_MARKERS:
         assert len(snippets.marked(marker)) == 1, marker
     assert len(CASES) + len(snippets.SCALE_OUT_MARKERS) == sum(
-        len(_blocks(path)) for path in FILES)
+        len(snippets.blocks(path)) for path in snippets.FILES)
     assert len(CASES) >= 20
     assert {case.values[0] for case in CASES} >= {
         "README.md", "docs/getting-started.md", "docs/gans.md",
