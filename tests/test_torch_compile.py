@@ -5,15 +5,16 @@ torch has no XLA, so the layer harness's `jit_compile=True` variant does not
 run on torch; these tests do, with a stronger check (equal to eager), on two
 models that between them hold every kernel layout of the weight table:
 
-- with Inductor, torch.compile's default backend (C++ code generation), a
-  convolution and a dense layer: Inductor's first use on a fresh machine
-  costs ~30-50 s (it probes the CPU's vector instructions and precompiles
-  headers), each further C++ kernel a few seconds, so this model is small;
+- with Inductor, torch.compile's default backend (C++ code generation), one
+  convolution: Inductor's first use on a fresh machine costs ~30-50 s (it
+  probes the CPU's vector instructions and precompiles headers), and Dynamo
+  traces Keras' step and each wrapper's call through dozens of graph breaks
+  (in Keras' variable `assign` and optimizer), so this model is small;
 - with `aot_eager` (Dynamo and AOT autograd trace the wrapper, as Inductor
   does, without code generation; tests/conftest.py), an embedding, a grouped
   convolution (block-diagonal), separable and depthwise convolutions, a
-  transposed convolution (output axis in the middle), an `EinsumDense` and
-  the operator method. AOT autograd is where a gradient term can be lost
+  transposed convolution (output axis in the middle), an `EinsumDense` (a
+  2-D kernel, as `Dense`'s) and the operator method. AOT autograd is where a gradient term can be lost
   (below); Inductor only generates code for the graphs it produces.
 
 Before σ's gradient went through autodiff, a compiled step lost σ's term of
@@ -35,12 +36,11 @@ pytestmark = [
 SN = keras_sn.SpectralNormalization
 
 
-def _convolution_and_dense():
+def _convolution():
     return keras.Sequential([
         keras.Input((8, 8, 3)),
         SN(keras.layers.Conv2D(4, 3, strides=2, padding="same")),
         keras.layers.Flatten(),
-        SN(keras.layers.Dense(2)),
     ])
 
 
@@ -91,8 +91,8 @@ def _check_compiled_equals_eager(build, x, y):
 def test_inductor_trains_like_eager():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((8, 8, 8, 3)).astype("float32")
-    y = rng.standard_normal((8, 2)).astype("float32")
-    _check_compiled_equals_eager(_convolution_and_dense, x, y)
+    y = rng.standard_normal((8, 64)).astype("float32")
+    _check_compiled_equals_eager(_convolution, x, y)
 
 
 def test_compiled_step_trains_every_other_layout_like_eager():
