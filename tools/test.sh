@@ -122,7 +122,7 @@ setup_floor() {  # the pinned floors first: they need nothing from .venv
 
 setup_floor_package() {  # after setup-main: editable installs write the tree
   install .venv-floor -e ".[test]" $FLOOR_PINS &&
-    .venv-floor/bin/python -c "import keras, tensorflow as tf; print('floor: keras', keras.__version__, 'tensorflow', tf.__version__)"
+    .venv-floor/bin/python -c "from importlib.metadata import version as v; print('floor: keras', v('keras'), 'tensorflow', v('tensorflow'))"
 }
 
 wait_for_setup_main() {
