@@ -9,12 +9,12 @@
 #   A     tensorflow    .venv: latest TF, JAX, torch        core, unit, doctests
 #                       (editable install)
 #   A     torch         .venv                               unit
-#   A     integration   .venv, TensorFlow                   integration, but the examples'
+#   A     integration   .venv, TensorFlow                   integration, but the examples tier's
 #   A     docs          .venv                               mkdocs build --strict
 #   B     floor         .venv-floor: the declared floors    unit, TensorFlow backend
 #   B     jax-wheel     .venv-wheel: the built wheel, JAX   unit (and: the wheel installs and
 #                       only, no TensorFlow                 imports, twine check passes)
-#   B     examples      .venv, TensorFlow                   integration: examples and docs
+#   B     examples      .venv, TensorFlow                   integration: examples, docs, GAN tracking
 #
 # Installs go through uv (`uv pip install`, a drop-in for pip that installs
 # the same packages about 10x faster: the four environments took 5.4 minutes
@@ -31,10 +31,12 @@ FLOOR_PINS=${FLOOR_PINS:-"keras==3.8.0 tensorflow==2.16.2 numpy<2"}
 # CI's machines hold this CPU build of torch; elsewhere any torch>=2.1 works.
 TORCH_PIN=${TORCH_PIN:-"torch==2.13.0"}
 # The integration tests (TensorFlow) in two tiers, one per lane: the
-# examples' and the documentation's runs, and the rest (several processes,
-# fresh-process reloads, distribution).
+# examples', the documentation's and the GAN-tracking runs, and the rest
+# (several processes, fresh-process reloads, distribution). The split keeps
+# the lanes about even (lane A ran ~40 s longer with GAN tracking in it).
 EXAMPLE_TESTS=(tests/test_example_dcgan.py tests/test_example_conditional.py
-               tests/test_example_lipschitz_classifier.py tests/test_docs_snippets.py)
+               tests/test_example_lipschitz_classifier.py tests/test_docs_snippets.py
+               tests/test_gan_tracking.py)
 # JAX compiles every new op shape; the unit tests check values, not speed,
 # and XLA's fastest compilation (no LLVM optimization) takes about a third
 # off the JAX tier (549 s -> 348-425 s). For the TensorFlow tiers it made no
