@@ -79,11 +79,10 @@ def _fit_cases():
     the tracing (and about 4x slower to run here): two layer types suffice.
     """
     jit = [True, False] if BACKEND != "torch" else [False]
+    jax_eager = {"dense", "conv2d"}
     for case in LAYER_CASES:
         for jit_compile in jit:
-            if BACKEND == "jax" and not jit_compile and case.id not in (
-                "dense", "conv2d"
-            ):
+            if BACKEND == "jax" and not jit_compile and case.id not in jax_eager:
                 continue
             yield pytest.param(
                 case, jit_compile,

@@ -14,8 +14,9 @@ models that between them hold every kernel layout of the weight table:
   does, without code generation; tests/conftest.py), an embedding, a grouped
   convolution (block-diagonal), separable and depthwise convolutions, a
   transposed convolution (output axis in the middle), an `EinsumDense` (a
-  2-D kernel, as `Dense`'s) and the operator method. AOT autograd is where a gradient term can be lost
-  (below); Inductor only generates code for the graphs it produces.
+  2-D kernel, as `Dense`'s) and the operator method. AOT autograd is where
+  a gradient term can be lost (below); Inductor only generates code for the
+  graphs it produces.
 
 Before σ's gradient went through autodiff, a compiled step lost σ's term of
 the gradient and the kernels were 0.4% apart after one step.
