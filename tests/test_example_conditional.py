@@ -114,6 +114,8 @@ def test_smoke_trains_exports_reloads_and_scores(conditional, digits_cache,
                          timeout=300)
     log = run.stdout + run.stderr
     assert run.returncode == 0, log[-3000:]
+    # Setting C for G; D at 1 x C's learning rate.
+    assert "n_dis = (0.0002, 0.5, 0.999, 1)), D's lr x1," in log
     assert not re.search(r"\w+Warning:|WARNING:tensorflow", log), log[-3000:]
     assert not [line for line in log.splitlines()
                 if line.startswith("E0000") and "cuInit" not in line]

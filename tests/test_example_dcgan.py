@@ -48,6 +48,19 @@ def test_settings_are_the_papers_table_1(dcgan):
         "E": (1e-3, 0.5, 0.999, 5), "F": (1e-3, 0.9, 0.999, 5)}
 
 
+def test_discriminator_learns_at_d_lr_factor_times_the_setting(dcgan):
+    # The default: setting C's Adam for both, D at half C's learning rate.
+    args = dcgan.make_parser().parse_args([])
+    assert (args.setting, args.d_lr_factor) == ("C", 0.5)
+    d, g = dcgan.adam("C", args.d_lr_factor), dcgan.adam("C")
+    assert float(d.learning_rate) == pytest.approx(1e-4, rel=1e-6)
+    assert float(g.learning_rate) == pytest.approx(2e-4, rel=1e-6)
+    assert (d.beta_1, d.beta_2) == (g.beta_1, g.beta_2) == (0.5, 0.999)
+    args = dcgan.make_parser().parse_args(["--setting", "D", "--d-lr-factor", "1"])
+    assert float(dcgan.adam(args.setting, args.d_lr_factor).learning_rate) == (
+        pytest.approx(1e-3, rel=1e-6))
+
+
 def unwrap(layer):
     return layer.layer if isinstance(layer, keras_sn.SpectralNormalization) else layer
 
@@ -203,6 +216,8 @@ def test_smoke_trains_exports_reloads_and_scores(dcgan, digits_cache, tmp_path):
                          timeout=300)
     log = run.stdout + run.stderr
     assert run.returncode == 0, log[-3000:]
+    # Setting C for G; D at 0.5 x C's learning rate.
+    assert "n_dis = (0.0002, 0.5, 0.999, 1)), D's lr x0.5," in log
     assert "jit_compile=False (TensorFlow graph mode): --jit auto on a CPU" in log
     assert not re.search(r"\w+Warning:|WARNING:tensorflow", log), log[-3000:]
     errors = [line for line in log.splitlines()
