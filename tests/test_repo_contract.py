@@ -10,8 +10,8 @@ pytestmark = pytest.mark.core
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _bash_blocks():
-    readme = (ROOT / "README.md").read_text()
+def _bash_blocks(path="README.md"):
+    readme = (ROOT / path).read_text()
     return re.findall(r"```bash\n([^\n]*)\n```", readme)
 
 
@@ -29,3 +29,8 @@ def test_the_readme_main_command_runs_the_example_with_a_backend():
     assert command.startswith("python3 -m venv .venv && ")
     # TensorFlow is an extra now: the main job must install it.
     assert re.search(r'-e "\.\[[^"]*tensorflow[^"]*\]"', command)
+
+
+def test_examples_readme_repeats_the_main_command_exactly():
+    (main,) = [c for c in _bash_blocks() if "examples/dcgan.py" in c]
+    assert main in _bash_blocks("examples/README.md")
