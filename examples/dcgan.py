@@ -265,8 +265,7 @@ def export_and_check(generator, export_dir, inputs, atol=1e-4):
 
 `--jit auto`: XLA on a GPU, TensorFlow graph mode on a CPU (where XLA ran
 this step 2x slower). The default budget: 12 epochs x 300 generator updates.
-D learns at half G's rate (`--d-lr-factor 0.5`): at G's rate D wins on 1,797
-digits, and the samples stop improving after ~2,000 updates (examples/README).
+D learns at half G's rate (`--d-lr-factor`): at G's rate it wins (examples/README).
 """
 
 
@@ -280,9 +279,10 @@ def choose_jit(jit):  # (jit_compile, the reason) for "auto", "on" or "off"
 
 
 def adam(setting, lr_factor=1.0):  # the setting's Adam; a constant rate
-    learning_rate, beta_1, beta_2, _ = SETTINGS[setting]
-    return keras.optimizers.Adam(learning_rate * lr_factor, beta_1=beta_1,
-                                 beta_2=beta_2)
+    lr, beta_1, beta_2, _ = SETTINGS[setting]
+    if not lr_factor > 0:  # Adam at a rate <= 0 would not train, silently
+        raise ValueError(f"--d-lr-factor must be above 0, not {lr_factor!r}")
+    return keras.optimizers.Adam(lr * lr_factor, beta_1=beta_1, beta_2=beta_2)
 
 
 def build_gan(image_size, channels, *, width, spectral_norm, n_dis, seed):

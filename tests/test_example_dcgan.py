@@ -252,3 +252,9 @@ def test_smoke_trains_exports_reloads_and_scores(dcgan, digits_cache, tmp_path):
     assert floor[0] < 0.05 * rows["uniform noise"][0] and floor[1] < 0.05
     assert rows["collapsed: one real digit repeated"][1] == pytest.approx(
         math.log(10), abs=1e-3)
+
+
+@pytest.mark.parametrize("factor", [0.0, -0.5, float("nan")])
+def test_a_d_lr_factor_that_would_not_train_is_a_value_error(dcgan, factor):
+    with pytest.raises(ValueError, match="--d-lr-factor must be above 0"):
+        dcgan.adam("C", factor)
