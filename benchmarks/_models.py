@@ -4,6 +4,7 @@ ran on, and how a set of per-round ratios is summarized.
 Only public names of `keras_sn` are used here (and in every benchmark).
 """
 
+import math
 import os
 import platform
 
@@ -163,6 +164,25 @@ def summarize(values):
                                    [25, 50, 75])
     return {"median": float(median), "q1": float(q1), "q3": float(q3),
             "iqr": float(q3 - q1), "n": len(values)}
+
+
+def median_interval(values, level=0.95):
+    """A distribution-free confidence interval of the median: the order
+    statistics `(x_(k), x_(n+1-k))` with the largest `k` whose coverage,
+    ``1 - 2 P(Binomial(n, 1/2) < k)``, is at least `level`. `None` for fewer
+    than 6 values (no such `k` at 95%)."""
+    ordered = sorted(float(v) for v in values)
+    n = len(ordered)
+    below, best = 0.0, None
+    for k in range(1, n // 2 + 1):
+        # P(Binomial(n, 1/2) < k): fewer than k values below the median.
+        below += math.comb(n, k - 1) / 2 ** n
+        if 1 - 2 * below < level:
+            break
+        best = k
+    if best is None:
+        return None
+    return ordered[best - 1], ordered[n - best]
 
 
 def ratio_summary(samples, baseline):

@@ -8,10 +8,14 @@ Table 3, 32x32x3 inputs) and of its generator with every convolution wrapped
 - `plain`: the unwrapped layers,
 - `keras_sn`: every conv/dense wrapped in `keras_sn.SpectralNormalization`,
 - `keras`: every conv/dense wrapped in `keras.layers.SpectralNormalization`,
-- `floor`: `plain` plus only the matrix-vector products that spectral
-  normalization cannot avoid (one power step on every kernel in training, the
-  product for sigma at inference): the cost of an ideal wrapper on this
-  machine.
+- `floor`: `plain` plus only the work an exact spectral normalization cannot
+  avoid: in training one power step on every kernel (two matrix-vector
+  products) and the rank-one term that sigma adds to the kernel's gradient;
+  at inference the product for sigma. It leaves out applying ``1 / sigma``
+  (scaling the kernel or the layer's input, and that product's gradient),
+  which every wrapper also pays: `floor` is a lower bound for any exact
+  spectral normalization on this machine, the reference for reading
+  `keras_sn`'s ratio.
 
 - `strip` (inference): the `keras_sn` model after `keras_sn.strip`, plain
   layers holding the normalized kernels.
@@ -26,7 +30,9 @@ of rounds and the clock (`--clock`), with the median ms per step.
 instead: the discriminator's training step only, a fresh model (and
 optimizer, and trace) per variant per round, 3 untimed steps then 30 timed
 steps on one fixed input, variants interleaved in a shuffled order each
-round; `--rounds` rounds (default 7).
+round; `--rounds` rounds (default 7). It times `floor` too, prints a 95%
+confidence interval of each median ratio (distribution-free, from the order
+statistics), and keras_sn's per-round ratio to the built-in and to `floor`.
 
 The optimizer is Adam(2e-4, beta_1=0, beta_2=0.9) and the loss the hinge
 loss on real data, ``mean(relu(1 - D(x)))`` (also for the generator, whose
@@ -48,6 +54,7 @@ Usage:
 
 import argparse
 import json
+import math
 import os
 import random
 import statistics
@@ -64,15 +71,12 @@ import keras_sn  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _models  # noqa: E402
-from _models import discriminator  # noqa: E402,F401 (used by the ablation)
-from _models import generator  # noqa: E402,F401
-from _models import machine  # noqa: E402,F401
 
 VARIANTS = ("plain", "keras_sn", "keras")
 STRIP = "strip"
-# `floor`: the unwrapped network plus the matrix-vector products that spectral
-# normalization cannot avoid (one power step per kernel in training, one
-# product for sigma at inference), nothing else: what an ideal wrapper costs.
+# `floor`: the unwrapped network plus the work that an exact spectral
+# normalization cannot avoid (see `_floor_work`), nothing else: what an ideal
+# wrapper would cost.
 FLOOR = "floor"
 
 
@@ -80,36 +84,62 @@ def _inputs(model_name, batch, seed=0):
     return tf.constant(_models.inputs(model_name, batch, seed))
 
 
-def _products(kernel, output_axis):
+def _products(kernel, output_axis, xla=False):
     """``K u`` and ``Kᵀ v`` of `kernel` read as a matrix whose output index is
     `output_axis` (the axis the wrapper contracts: -1 for Dense and Conv, -2
-    for ConvTranspose), without a transposed copy: plain `tf.tensordot`."""
-    rank = len(kernel.shape)
-    axis = output_axis % rank
-    d_out = kernel.shape[axis]
-    rest = [i for i in range(rank) if i != axis]
-    d_in = 1
-    for i in rest:
-        d_in *= kernel.shape[i]
+    for ConvTranspose), in the cheapest forms plain TensorFlow has: a free
+    reshape and one `tf.matmul`, never a transposed copy of the kernel.
+    (`tf.tensordot`, used here before, transposes the kernel for ``Kᵀ v``;
+    that copy made `floor` dearer than the wrapper it is meant to bound.)
 
-    def matvec_in(u):  # (d_out,) -> (d_in,)
-        return tf.reshape(tf.tensordot(kernel, u, [[axis], [0]]), (d_in,))
+    With `xla`, ``Kᵀ v`` multiplies a two-row matrix (v twice) and keeps the
+    first row: XLA:CPU lowers the one-row product, which contracts the
+    kernel's major axis, to a slow loop, and the two-row one to a GEMM (in
+    the protocol's step, CPU clock, 11 rounds, the one-row form cost 1.20x
+    plain against 1.09x for the whole wrapper).
+    """
+    shape = kernel.shape
+    axis = output_axis % len(shape)
+    d_out = shape[axis]
+    before = math.prod(shape[:axis])
+    after = math.prod(shape[axis + 1:])
+    d_in = before * after
+    if after == 1:  # the output axis is the last: one (d_in, d_out) matrix
+        matrix = tf.reshape(kernel, (d_in, d_out))
 
-    def matvec_out(v):  # (d_in,) -> (d_out,)
-        v = tf.reshape(v, [kernel.shape[i] for i in rest])
-        return tf.tensordot(kernel, v, [rest, list(range(len(rest)))])
+        def matvec_in(u):  # (d_out,) -> (d_in,)
+            return tf.reshape(tf.matmul(matrix, tf.reshape(u, (d_out, 1))),
+                              (d_in,))
+
+        def matvec_out(v):  # (d_in,) -> (d_out,)
+            rows = tf.reshape(v, (1, d_in))
+            if xla:
+                rows = tf.concat([rows, rows], axis=0)
+            return tf.reshape(tf.matmul(rows, matrix)[:1], (d_out,))
+    else:  # the output axis in the middle: `before` (d_out, after) slices
+        slices = tf.reshape(kernel, (before, d_out, after))
+
+        def matvec_in(u):
+            product = tf.matmul(tf.reshape(u, (1, 1, d_out)), slices)
+            return tf.reshape(product, (d_in,))
+
+        def matvec_out(v):
+            products = tf.matmul(slices, tf.reshape(v, (before, after, 1)))
+            return tf.reshape(tf.reduce_sum(products, axis=0), (d_out,))
 
     return d_in, d_out, matvec_in, matvec_out
 
 
-def _floor_work(model, mode, exact=False):
-    """The products of one power step (or of sigma) on every kernel.
+def _floor_work(model, mode, xla=False):
+    """What any spectral normalization must add to a step, and nothing else.
 
-    Returns a scalar that depends on all of them, so no graph optimizer can
-    prune them. With `exact` (training), the scalar also carries every
-    kernel's ``sigma = uᵀ M v`` with its gradient, scaled by a tiny factor:
-    differentiated, it adds eq. 12's rank-one term ``v uᵀ`` to each kernel's
-    gradient, which an exact spectral normalization cannot avoid either.
+    Inference: the product for sigma on every kernel. Training: one power
+    step on every kernel (``v = normalize(K u)``, then ``M v``) and every
+    kernel's ``sigma = uᵀ M v`` with its gradient (u, v held), scaled by a
+    tiny factor: differentiated, it adds eq. 12's rank-one term ``v uᵀ`` to
+    the kernel's gradient, which an exact spectral normalization cannot
+    avoid either. Applying ``1 / sigma`` is left out. Returns a scalar that
+    depends on all of it, so no graph optimizer can prune it.
     """
     total = 0.0
     for layer in model.layers:
@@ -122,7 +152,7 @@ def _floor_work(model, mode, exact=False):
                                         keras.layers.Conv2DTranspose,
                                         keras.layers.Conv3DTranspose))
         d_in, d_out, matvec_in, matvec_out = _products(
-            kernel, -2 if transposed else -1)
+            kernel, -2 if transposed else -1, xla=xla)
         u = tf.ones((d_out,)) / d_out ** 0.5
         v = tf.ones((d_in,)) / d_in ** 0.5
         if mode == "infer":
@@ -131,26 +161,22 @@ def _floor_work(model, mode, exact=False):
         v_new = tf.stop_gradient(tf.math.l2_normalize(matvec_in(u)))
         mv = matvec_out(v_new)
         u_new = tf.stop_gradient(tf.math.l2_normalize(mv))
-        if exact:
-            # sigma = uᵀ M v with u and v held: differentiated, v uᵀ.
-            total += 1e-12 * tf.reduce_sum(u_new * mv)
-        else:
-            total += tf.reduce_sum(u_new) + tf.reduce_sum(v_new)
+        # sigma = uᵀ M v with u and v held: differentiated, v uᵀ.
+        total += 1e-12 * tf.reduce_sum(u_new * mv)
     return total
 
 
-def make_step(model, mode, jit_compile, floor=False, exact_floor=False):
+def make_step(model, mode, jit_compile, floor=False):
     """A compiled training step (forward, backward, Adam) or inference call.
 
-    With `floor`, the step also runs the unavoidable products of spectral
-    normalization on the unwrapped kernels (see `FLOOR`); with `exact_floor`
-    (training), also the rank-one gradient term of sigma (see `_floor_work`).
+    With `floor`, the step also does the work any spectral normalization
+    must add, on the unwrapped kernels (see `_floor_work`).
     """
     if mode == "infer":
         def infer(x):
             y = model(x, training=False)
             if floor:
-                y = y + 0.0 * _floor_work(model, mode)
+                y = y + 0.0 * _floor_work(model, mode, jit_compile)
             return y
 
         return tf.function(infer, jit_compile=jit_compile)
@@ -158,15 +184,14 @@ def make_step(model, mode, jit_compile, floor=False, exact_floor=False):
     optimizer.build(model.trainable_variables)
 
     def train_step(x):
-        extra = tf.stop_gradient(_floor_work(model, mode)) if floor else 0.0
         with tf.GradientTape() as tape:
             y = model(x, training=True)
             loss = tf.reduce_mean(tf.nn.relu(1.0 - y))  # hinge, as for D
-            if exact_floor:
-                loss += _floor_work(model, mode, exact=True)
+            if floor:
+                loss += _floor_work(model, mode, jit_compile)
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return loss + 0.0 * extra
+        return loss
 
     return tf.function(train_step, jit_compile=jit_compile)
 
@@ -320,8 +345,10 @@ def time_protocol(model_name, batch, jit_compile, variants, rounds,
         rng.shuffle(order)
         for name in order:
             keras.utils.set_random_seed(round_index)
-            model = _models.build(model_name, name)
-            step = make_step(model, "train", jit_compile)
+            model = _models.build(model_name,
+                                  "plain" if name == FLOOR else name)
+            step = make_step(model, "train", jit_compile,
+                             floor=name == FLOOR)
             for _ in range(untimed):
                 _sync(step(x))
             start = now()
@@ -387,17 +414,48 @@ def run(models, batches, jits, modes, rounds, steps_per_round, warmup_rounds,
 def run_protocol(batches, jits, rounds, log=print, clock="wall",
                  model_name="discriminator"):
     rows = []
+    variants = VARIANTS + (FLOOR,)
     for batch in batches:
         for jit in jits:
-            table = time_protocol(model_name, batch, jit, VARIANTS, rounds,
+            table = time_protocol(model_name, batch, jit, variants, rounds,
                                   clock=clock)
-            for variant in VARIANTS:
+            for variant in variants:
                 row = dict(model=model_name, batch=batch, mode="train",
                            jit=jit, variant=variant, peak_mb=float("nan"),
                            protocol="issue15", **table[variant])
+                row["ratio"]["ci95"] = _models.median_interval(
+                    [a / b for a, b in zip(table[variant]["ms"],
+                                           table["plain"]["ms"])])
+                if variant == "keras_sn":
+                    row["paired"] = paired = _paired(table, variant,
+                                                     ("keras", FLOOR))
                 rows.append(row)
                 log(_format_row(row))
+            for other, summary in paired.items():
+                interval = ("n/a" if summary["ci95"] is None else
+                            "{:.3f}-{:.3f}".format(*summary["ci95"]))
+                log(f"{'':>30} keras_sn / {other:<6} per round: "
+                    f"{_models.cell(summary)}, 95% CI of the median "
+                    f"{interval}, keras_sn faster in "
+                    f"{summary['faster']} of {summary['n']} rounds")
     return rows
+
+
+def _paired(table, variant, others):
+    """The per-round ratios of `variant` to each of `others` (same round, so
+    the machine's drift cancels): their summary, and in how many rounds
+    `variant` was the faster one, and a 95% confidence interval of their
+    median (`_models.median_interval`). Issue 15's "keras_sn <= built-in" is
+    a claim about this ratio."""
+    result = {}
+    for other in others:
+        mine, theirs = table[variant]["ms"], table[other]["ms"]
+        summary = _models.ratio_summary(mine, theirs)
+        summary["ci95"] = _models.median_interval(
+            [a / b for a, b in zip(mine, theirs)])
+        summary["faster"] = sum(a < b for a, b in zip(mine, theirs))
+        result[other] = summary
+    return result
 
 
 def _torch_rows(model_name, batch, mode, rounds, steps_per_round,
@@ -424,9 +482,12 @@ def _torch_rows(model_name, batch, mode, rounds, steps_per_round,
 
 def _format_row(row):
     jit = {True: "xla", False: "graph"}.get(row["jit"], row["jit"])
+    interval = row["ratio"].get("ci95")
+    interval = ("" if interval is None else
+                " 95% CI {:.3f}-{:.3f}".format(*interval))
     return (f"{row['model']:>13} {row['mode']:>5} b={row['batch']:<3} "
             f"{jit:>5} {row['variant']:>11}: {row['median_ms']:9.2f} ms  "
-            f"{_models.cell(row['ratio'])}  n={row['rounds']} "
+            f"{_models.cell(row['ratio'])}{interval}  n={row['rounds']} "
             f"clock={row['clock']}  peak {row['peak_mb']:8.1f} MiB")
 
 
@@ -438,7 +499,8 @@ def main(argv=None):
                         default="table",
                         help="table: the interleaved table (default); "
                         "issue15: issue #15's harness (discriminator "
-                        "training, fresh model per round, 3 + 30 steps)")
+                        "training, fresh model per round, 3 + 30 steps, "
+                        "with floor)")
     parser.add_argument("--model", choices=["discriminator", "generator", "both"],
                         default="both", help="which network to time")
     parser.add_argument("--batch", type=int, nargs="+", default=None,

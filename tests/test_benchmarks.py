@@ -1,0 +1,106 @@
+"""The step-time benchmark's `floor`: the products it times are the ones the
+wrapper must compute, checked against numpy.
+
+`floor` is the reference every keras_sn ratio in docs/performance.md is read
+against, so a wrong contraction (as the generator's floor once had, along
+the last axis of a `Conv2DTranspose` kernel) would silently mislead.
+"""
+
+import importlib.util
+import pathlib
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.core
+
+tf = pytest.importorskip("tensorflow")
+
+_BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _step_time():
+    import sys
+
+    sys.path.insert(0, str(_BENCHMARKS))
+    try:
+        spec = importlib.util.spec_from_file_location(
+            "step_time_under_test", _BENCHMARKS / "step_time.py"
+        )
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(_BENCHMARKS))
+
+
+# (kernel shape, the axis of output units): Dense, Conv2D, Conv2DTranspose.
+CASES = [((12, 5), -1), ((3, 3, 4, 6), -1), ((4, 4, 6, 3), -2)]
+
+
+@pytest.mark.parametrize("shape, axis", CASES)
+@pytest.mark.parametrize("mode", ["eager", "graph", "xla"])
+def test_floor_products_are_the_wrappers_products(shape, axis, mode):
+    step_time = _step_time()
+    rng = np.random.default_rng(0)
+    kernel = rng.standard_normal(shape)
+    # The paper's (d_out, d_in) matrix; input axes keep their order.
+    matrix = np.moveaxis(kernel, axis, 0).reshape(shape[axis], -1)
+    u = rng.standard_normal(matrix.shape[0])
+    v = rng.standard_normal(matrix.shape[1])
+
+    def products(kernel, u, v):
+        d_in, d_out, matvec_in, matvec_out = step_time._products(
+            kernel, axis, xla=mode == "xla"
+        )
+        assert (d_in, d_out) == (matrix.shape[1], matrix.shape[0])
+        return matvec_in(u), matvec_out(v)
+
+    if mode != "eager":
+        products = tf.function(products, jit_compile=mode == "xla")
+    got_in, got_out = products(
+        *(tf.constant(a, tf.float32) for a in (kernel, u, v))
+    )
+    # float32 sums of at most 96 products of O(1) numbers: 1e-5 relative to
+    # the sum of magnitudes bounds the rounding.
+    scale_in = np.abs(matrix.T) @ np.abs(u)
+    scale_out = np.abs(matrix) @ np.abs(v)
+    np.testing.assert_array_less(np.abs(got_in.numpy() - matrix.T @ u),
+                                 1e-5 * scale_in + 1e-30)
+    np.testing.assert_array_less(np.abs(got_out.numpy() - matrix @ v),
+                                 1e-5 * scale_out + 1e-30)
+
+
+def _models():
+    import sys
+
+    sys.path.insert(0, str(_BENCHMARKS))
+    try:
+        spec = importlib.util.spec_from_file_location(
+            "models_under_test", _BENCHMARKS / "_models.py"
+        )
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(_BENCHMARKS))
+
+
+@pytest.mark.parametrize(
+    "n, ranks",
+    [
+        # Known answers from the binomial tables: (k, n + 1 - k) with
+        # coverage 1 - 2 P(Bin(n, 1/2) < k) >= 0.95, k largest.
+        (6, (1, 6)),  # 1 - 2/64 = 0.969
+        (11, (2, 10)),  # k = 2: 0.988; k = 3 would give 0.935
+        (21, (6, 16)),  # k = 6: 0.973; k = 7 would give 0.922
+    ],
+)
+def test_median_interval_takes_the_binomial_order_statistics(n, ranks):
+    values = np.random.default_rng(n).permutation(np.arange(1.0, n + 1) * 0.1)
+    low, high = _models().median_interval(values)
+    assert (low, high) == pytest.approx((ranks[0] * 0.1, ranks[1] * 0.1))
+
+
+def test_median_interval_needs_six_values():
+    assert _models().median_interval([1.0, 2.0, 3.0, 4.0, 5.0]) is None
