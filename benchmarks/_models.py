@@ -186,8 +186,18 @@ def median_interval(values, level=0.95):
 
 
 def ratio_summary(samples, baseline):
-    """Summary of the per-round ratios `samples[i] / baseline[i]`."""
-    return summarize([a / b for a, b in zip(samples, baseline)])
+    """Summary of the per-round ratios `samples[i] / baseline[i]`, with the
+    95% interval of their median (`ci95`, `None` below 6 rounds)."""
+    ratios = [a / b for a, b in zip(samples, baseline)]
+    return {**summarize(ratios), "ci95": median_interval(ratios)}
+
+
+def interval(summary, digits=3):
+    """`1.002-1.080`: a summary's 95% interval of the median, or `n/a`."""
+    if summary.get("ci95") is None:
+        return "n/a"
+    low, high = summary["ci95"]
+    return f"{low:.{digits}f}-{high:.{digits}f}"
 
 
 def cell(summary, digits=3):

@@ -19,13 +19,15 @@ tf = pytest.importorskip("tensorflow")
 _BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-def _step_time():
+def _load(name):
+    """Imports `benchmarks/<name>.py` (the benchmarks are scripts, not a
+    package; they import `_models` from their own folder)."""
     import sys
 
     sys.path.insert(0, str(_BENCHMARKS))
     try:
         spec = importlib.util.spec_from_file_location(
-            "step_time_under_test", _BENCHMARKS / "step_time.py"
+            f"{name}_under_test", _BENCHMARKS / f"{name}.py"
         )
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
@@ -41,7 +43,7 @@ CASES = [((12, 5), -1), ((3, 3, 4, 6), -1), ((4, 4, 6, 3), -2)]
 @pytest.mark.parametrize("shape, axis", CASES)
 @pytest.mark.parametrize("mode", ["eager", "graph", "xla"])
 def test_floor_products_are_the_wrappers_products(shape, axis, mode):
-    step_time = _step_time()
+    step_time = _load("step_time")
     rng = np.random.default_rng(0)
     kernel = rng.standard_normal(shape)
     # The paper's (d_out, d_in) matrix; input axes keep their order.
@@ -71,21 +73,6 @@ def test_floor_products_are_the_wrappers_products(shape, axis, mode):
                                  1e-5 * scale_out + 1e-30)
 
 
-def _models():
-    import sys
-
-    sys.path.insert(0, str(_BENCHMARKS))
-    try:
-        spec = importlib.util.spec_from_file_location(
-            "models_under_test", _BENCHMARKS / "_models.py"
-        )
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
-    finally:
-        sys.path.remove(str(_BENCHMARKS))
-
-
 @pytest.mark.parametrize(
     "n, ranks",
     [
@@ -98,9 +85,9 @@ def _models():
 )
 def test_median_interval_takes_the_binomial_order_statistics(n, ranks):
     values = np.random.default_rng(n).permutation(np.arange(1.0, n + 1) * 0.1)
-    low, high = _models().median_interval(values)
+    low, high = _load("_models").median_interval(values)
     assert (low, high) == pytest.approx((ranks[0] * 0.1, ranks[1] * 0.1))
 
 
 def test_median_interval_needs_six_values():
-    assert _models().median_interval([1.0, 2.0, 3.0, 4.0, 5.0]) is None
+    assert _load("_models").median_interval([1.0, 2.0, 3.0, 4.0, 5.0]) is None
