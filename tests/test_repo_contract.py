@@ -44,13 +44,18 @@ def test_readme_stays_a_short_pitch():
         "move the details into docs/ and link them.")
 
 
+def _section(text, title):
+    """The body of the `## title` section of a Markdown text."""
+    return text.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
 def test_readme_gives_the_distributed_recipes_and_the_gpu_status():
     # Issue 15: the README's "Distributed" section names each backend's
     # engine, and the GPU table is either there or said to be pending.
     readme = (ROOT / "README.md").read_text()
-    distributed = readme.split("## Distributed", 1)[1].split("\n## ", 1)[0]
+    distributed = _section(readme, "Distributed")
     for engine in ("MirroredStrategy", "keras.distribution.DataParallel",
                    "DistributedDataParallel"):
         assert engine in distributed
-    performance = readme.split("## Performance", 1)[1].split("\n## ", 1)[0]
+    performance = _section(readme, "Performance")
     assert "GPU: pending" in performance or "GPU (" in performance
