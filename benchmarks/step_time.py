@@ -93,11 +93,12 @@ def _products(kernel, output_axis, xla=False):
     (`tf.tensordot`, used here before, transposes the kernel for ``Kᵀ v``;
     that copy made `floor` dearer than the wrapper it is meant to bound.)
 
-    With `xla`, ``Kᵀ v`` multiplies a two-row matrix (v twice) and keeps the
-    first row: XLA:CPU lowers the one-row product, which contracts the
-    kernel's major axis, to a slow loop, and the two-row one to a GEMM (in
-    the protocol's step, CPU clock, 11 rounds, the one-row form cost 1.20x
-    plain against 1.09x for the whole wrapper).
+    With `xla`, ``Kᵀ v`` is a sum of batched partial products over chunks
+    of `d_in` (as the wrapper does under XLA): XLA:CPU lowers the one-row
+    product, which contracts the kernel's major axis, to a slow loop (in the
+    protocol's step, CPU clock, 11 rounds, it cost 1.20x plain against 1.09x
+    for the whole wrapper), and a two-row GEMM, used before, is dearer than
+    the chunks in a whole step and in its gradient.
     """
     shape = kernel.shape
     axis = output_axis % len(shape)
@@ -113,10 +114,15 @@ def _products(kernel, output_axis, xla=False):
                               (d_in,))
 
         def matvec_out(v):  # (d_in,) -> (d_out,)
-            rows = tf.reshape(v, (1, d_in))
             if xla:
-                rows = tf.concat([rows, rows], axis=0)
-            return tf.reshape(tf.matmul(rows, matrix)[:1], (d_out,))
+                chunks = max(c for c in range(1, 65) if d_in % c == 0)
+                partial = tf.matmul(
+                    tf.reshape(v, (chunks, 1, d_in // chunks)),
+                    tf.reshape(kernel, (chunks, d_in // chunks, d_out)))
+                return tf.reduce_sum(tf.reshape(partial, (chunks, d_out)),
+                                     axis=0)
+            return tf.reshape(tf.matmul(tf.reshape(v, (1, d_in)), matrix),
+                              (d_out,))
     else:  # the output axis in the middle: `before` (d_out, after) slices
         slices = tf.reshape(kernel, (before, d_out, after))
 

@@ -239,3 +239,51 @@ def test_middle_output_operand_products_in_compiled_functions(
                                atol=1e-5)
     np.testing.assert_allclose(mv.numpy(), (v[0] @ matrix)[None], rtol=1e-5,
                                atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "blocks, d_in, d_out",
+    [(1, 1152, 3), (3, 100, 5), (1, 97, 4), (2, 27, 6), (1, 1, 2)],
+    ids=["64-chunks", "blocks", "prime-d_in", "27-chunks", "one-row"],
+)
+def test_chunked_product_matches_numpy(blocks, d_in, d_out):
+    # XLA's form of `M v` (partial products over chunks of d_in, summed) must
+    # equal the plain product for any d_in, prime ones included.
+    rng = np.random.default_rng(3)
+    matrix = rng.standard_normal((blocks, d_in, d_out)).astype("float32")
+    v = _unit(rng.standard_normal((blocks, d_in))).astype("float32")
+    got = to_numpy(power_iteration._chunked_matvec_out(matrix, v))
+    want = np.einsum("gi,gio->go", v.astype("float64"), matrix)
+    # Entries are O(1) sums of d_in float32 terms of size ~1/sqrt(d_in).
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+@tensorflow_only
+@pytest.mark.parametrize("jit_compile", [True, False], ids=["xla", "graph"])
+@pytest.mark.parametrize("blocks, d_in, d_out", [(1, 576, 8), (2, 30, 4)])
+def test_products_and_gradient_in_compiled_functions(blocks, d_in, d_out,
+                                                     jit_compile):
+    # Under XLA `M v` takes the chunked form, in TensorFlow's graph runtime
+    # the plain one: both must give numpy's product, and the gradient of
+    # gᵀ(M v) with respect to the kernel must be the rank-one v gᵀ.
+    import tensorflow as tf
+
+    rng = np.random.default_rng(4)
+    matrix = tf.constant(rng.standard_normal((blocks, d_in, d_out)),
+                         tf.float32)
+    v = _unit(rng.standard_normal((blocks, d_in))).astype("float32")
+    g = rng.standard_normal((blocks, d_out)).astype("float32")
+
+    @tf.function(jit_compile=jit_compile)
+    def product_and_gradient(matrix):
+        with tf.GradientTape() as tape:
+            tape.watch(matrix)
+            mv = power_iteration._matvec_out(matrix, v)
+            objective = tf.reduce_sum(mv * g)
+        return mv, tape.gradient(objective, matrix)
+
+    mv, grad = product_and_gradient(matrix)
+    want = np.einsum("gi,gio->go", v.astype("float64"), matrix.numpy())
+    np.testing.assert_allclose(mv.numpy(), want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(grad.numpy(), v[:, :, None] * g[:, None, :],
+                               rtol=1e-6, atol=1e-7)
