@@ -19,15 +19,16 @@ tf = pytest.importorskip("tensorflow")
 _BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-def _load(name):
-    """Imports `benchmarks/<name>.py` (the benchmarks are scripts, not a
-    package; they import `_models` from their own folder)."""
+def _load(name, folder=_BENCHMARKS):
+    """Imports `<folder>/<name>.py`, `benchmarks/` by default (the
+    benchmarks and tools are scripts, not a package; they import `_models`
+    from `benchmarks/`)."""
     import sys
 
     sys.path.insert(0, str(_BENCHMARKS))
     try:
         spec = importlib.util.spec_from_file_location(
-            f"{name}_under_test", _BENCHMARKS / f"{name}.py"
+            f"{name}_under_test", folder / f"{name}.py"
         )
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
@@ -36,8 +37,11 @@ def _load(name):
         sys.path.remove(str(_BENCHMARKS))
 
 
-# (kernel shape, the axis of output units): Dense, Conv2D, Conv2DTranspose.
-CASES = [((12, 5), -1), ((3, 3, 4, 6), -1), ((4, 4, 6, 3), -2)]
+# (kernel shape, the axis of output units): Dense, Conv2D, Conv2DTranspose,
+# Conv2D. Under XLA `Kᵀ v` of the Dense and Conv2D kernels is cut into chunks
+# of d_in: 12, 36 and 50 chunks (of 1, 1 and 4 rows).
+CASES = [((12, 5), -1), ((3, 3, 4, 6), -1), ((4, 4, 6, 3), -2),
+         ((5, 5, 8, 3), -1)]
 
 
 @pytest.mark.parametrize("shape, axis", CASES)
@@ -63,7 +67,7 @@ def test_floor_products_are_the_wrappers_products(shape, axis, mode):
     got_in, got_out = products(
         *(tf.constant(a, tf.float32) for a in (kernel, u, v))
     )
-    # float32 sums of at most 96 products of O(1) numbers: 1e-5 relative to
+    # float32 sums of at most 200 products of O(1) numbers: 1e-5 relative to
     # the sum of magnitudes bounds the rounding.
     scale_in = np.abs(matrix.T) @ np.abs(u)
     scale_out = np.abs(matrix) @ np.abs(v)
@@ -91,3 +95,28 @@ def test_median_interval_takes_the_binomial_order_statistics(n, ranks):
 
 def test_median_interval_needs_six_values():
     assert _load("_models").median_interval([1.0, 2.0, 3.0, 4.0, 5.0]) is None
+
+
+def test_ab_tool_swaps_forms_that_compute_the_same_and_restores_them():
+    # tools/ab_private_forms.py's figures in docs/performance.md compare
+    # forms of one computation: its previous XLA form of `M v` must give the
+    # product too, and every swap must be undone.
+    from keras_sn._src import power_iteration
+
+    tool = _load("ab_private_forms", _BENCHMARKS.parent / "tools")
+    rng = np.random.default_rng(5)
+    matrix = rng.standard_normal((2, 200, 3)).astype("float32")
+    v = rng.standard_normal((2, 200)).astype("float32")
+    want = np.einsum("gi,gio->go", v.astype("float64"), matrix)
+    scale = np.einsum("gi,gio->go", np.abs(v), np.abs(matrix))
+    originals = (power_iteration._chunked_matvec_out,
+                 power_iteration._block_sigmas)
+    for variant in ("two_row", "no_sigma_grad", "keras_sn"):
+        with tool._tracing_context(variant):
+            got = np.asarray(power_iteration._chunked_matvec_out(matrix, v))
+            np.testing.assert_array_less(np.abs(got - want), 1e-5 * scale)
+            swapped = (power_iteration._chunked_matvec_out,
+                       power_iteration._block_sigmas)
+            assert (swapped != originals) == (variant != "keras_sn")
+        assert (power_iteration._chunked_matvec_out,
+                power_iteration._block_sigmas) == originals

@@ -150,7 +150,7 @@ def _matvec_out(matrix, v):
 
 
 # Under XLA, `M v` splits the contracted axis into at most this many chunks
-# (see `_chunked_matvec_out`); 16 to 256 measured alike.
+# (see `_chunked_matvec_out`); 16, 64 and 256 gave the same whole-step gain.
 _XLA_CHUNKS = 64
 
 
@@ -160,11 +160,12 @@ def _chunked_matvec_out(matrix, v):
     The one runtime-specific form kept, because a whole training step shows
     it (docs/performance.md). XLA:CPU lowers a vector-matrix product that
     contracts the kernel's major axis to a slow loop; cut into `c` batched
-    products of `d_in / c` rows, it reads the kernel once at streaming speed,
-    and the gradient, a batch of rank-one products, fuses into the kernel's
-    gradient. (The discriminator's batch-4 XLA step: 1.02-1.04x plain
-    against 1.06-1.08x with the two-row product used before.) `c` is the
-    largest divisor of `d_in` up to `_XLA_CHUNKS`, so the reshapes are free.
+    products of `d_in / c` rows, it reads the kernel at about the speed of
+    a plain sum over it, and the whole step (with the gradient, a batch of
+    rank-one products) is cheaper than with the two-row GEMM used before
+    (the discriminator's batch-4 XLA step: 1.02-1.04x plain against
+    1.06-1.08x). `c` is the largest divisor of `d_in` up to `_XLA_CHUNKS`,
+    so the reshapes are free.
     """
     blocks, d_in, d_out = matrix.shape
     chunks = max(c for c in range(1, _XLA_CHUNKS + 1) if d_in % c == 0)
