@@ -120,3 +120,31 @@ def test_ab_tool_swaps_forms_that_compute_the_same_and_restores_them():
             assert (swapped != originals) == (variant != "keras_sn")
         assert (power_iteration._chunked_matvec_out,
                 power_iteration._block_sigmas) == originals
+
+
+def test_rank_one_tool_forms_add_the_outer_product_to_each_gradient():
+    # tools/rank_one_cost.py times three ways of adding sigma's rank-one term
+    # (docs/performance.md): the first two must compute G + vᵀu, the third
+    # (its cost floor) one elementwise pass, on every kernel it reads.
+    import keras
+
+    tool = _load("rank_one_cost", _BENCHMARKS.parent / "tools")
+    model = keras.Sequential([
+        keras.Input((6, 6, 2)),
+        keras.layers.Conv2D(5, 3),
+        keras.layers.Flatten(),
+        keras.layers.Dense(1),
+    ])
+    shapes = tool.kernel_shapes(model)
+    assert shapes == [(18, 5), (80, 1)]
+    operands = tool.operands(shapes, seed=3)
+    for name, form in tool.forms(operands).items():
+        for got, (g, v, u) in zip(form(), operands):
+            g, v, u = (np.asarray(t, dtype="float64") for t in (g, v, u))
+            if name == "one_pass":
+                want, scale = g + 1.0, np.abs(g) + 1.0
+            else:
+                want, scale = g + v.T @ u, np.abs(g) + np.abs(v.T @ u)
+            # One product and one sum in float32: at most 2 roundings.
+            np.testing.assert_array_less(np.abs(np.asarray(got) - want),
+                                         3 * 2.0**-24 * scale + 1e-30)
