@@ -273,12 +273,20 @@ def _get_variable(layer, name):
 
 
 def _normalize_axes(axis, rank, layer, name):
+    return _axes_in_range(
+        axis, rank, f"the weight '{name}' of {_layer_id(layer)}"
+    )
+
+
+def _axes_in_range(axis, rank, subject):
+    """`axis` (an int or a tuple of ints) as a tuple of distinct axes of a
+    weight of rank `rank`, or a ValueError naming `subject`."""
     axes = (axis,) if isinstance(axis, int) else tuple(axis)
     if any(not -rank <= a < rank for a in axes):
         raise ValueError(
-            f"`axis` is out of range for the weight '{name}' of "
-            f"{_layer_id(layer)}, which has rank {rank}. Received: axis={axis}. "
-            f"Expected integers in [-{rank}, {rank - 1}] naming the output axes."
+            f"`axis` is out of range for {subject}, which has rank {rank}. "
+            f"Received: axis={axis}. Expected integers in [-{rank}, "
+            f"{rank - 1}] naming the output axes."
         )
     if len({a % rank for a in axes}) != len(axes):
         raise ValueError(

@@ -141,3 +141,71 @@ def test_unbuilt_layer():
 def test_normalized_needs_a_wrapper():
     with pytest.raises(ValueError, match="`normalized=True` applies to"):
         keras_sn.spectral_norm(np.eye(2), normalized=True)
+
+
+@pytest.mark.parametrize("weight", [None, "x", object(), [["a", 1.0]]],
+                         ids=["none", "string", "object", "strings"])
+def test_a_weight_that_is_not_numeric(weight):
+    with pytest.raises(ValueError, match=r"takes a weight \(a numeric array"):
+        keras_sn.spectral_norm(weight)
+
+
+@pytest.mark.parametrize("axis", [3, -4, (0, 0), (0, -3)])
+def test_a_weight_axis_out_of_range_or_repeated(axis):
+    kernel = np.ones((2, 3, 4))
+    with pytest.raises(ValueError, match=r"`axis` (is out of range|names "
+                       r"the same kernel axis twice).*Received: axis="):
+        keras_sn.spectral_norm(kernel, axis=axis)
+
+
+def test_a_vector_has_one_axis_and_a_scalar_its_default_only():
+    assert keras_sn.spectral_norm(np.array([3.0, 4.0]), axis=0) == 5.0
+    assert keras_sn.spectral_norm(-2.0) == 2.0
+    with pytest.raises(ValueError, match="out of range"):
+        keras_sn.spectral_norm(np.array([3.0, 4.0]), axis=1)
+    with pytest.raises(ValueError, match="out of range"):
+        keras_sn.spectral_norm(-2.0, axis=1)
+
+
+def test_axis_on_a_layer_overrides_the_table():
+    conv = keras.layers.Conv2D(4, 2, dtype="float64")
+    conv.build((None, 5, 5, 3))
+    kernel = to_numpy(conv.kernel)
+    assert keras_sn.spectral_norm(conv, axis=-2) == pytest.approx(
+        reference_sigma(output_axis_matrix(kernel, -2)), rel=1e-12
+    )
+    # The default differs, so the override is not a no-op.
+    assert keras_sn.spectral_norm(conv) == pytest.approx(
+        reference_sigma(output_axis_matrix(kernel, -1)), rel=1e-12
+    )
+    with pytest.raises(ValueError, match="out of range"):
+        keras_sn.spectral_norm(conv, axis=4)
+
+
+def test_axis_with_a_wrapper_or_the_operator_method():
+    conv = keras.layers.Conv2D(2, 3)
+    conv.build((None, 6, 6, 1))
+    with pytest.raises(ValueError, match="Leave `axis` out"):
+        keras_sn.spectral_norm(conv, method="operator", axis=-1)
+    wrapper = keras_sn.SpectralNormalization(keras.layers.Dense(2))
+    wrapper.build((None, 3))
+    with pytest.raises(ValueError, match="a wrapper reads its weights"):
+        keras_sn.spectral_norm(wrapper, axis=0)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_non_finite_weight_has_no_spectral_norm(bad):
+    kernel = np.ones((3, 2))
+    kernel[1, 0] = bad
+    with pytest.raises(ValueError, match=r"non-finite entries.*1 of 6"):
+        keras_sn.spectral_norm(kernel)
+    dense = keras.layers.Dense(2)
+    dense.build((None, 3))
+    dense.kernel.assign(kernel)
+    with pytest.raises(ValueError, match="The weight 'kernel' of"):
+        keras_sn.spectral_norm(dense)
+    conv = keras.layers.Conv1D(2, 1)
+    conv.build((None, 4, 3))
+    conv.kernel.assign(kernel[None])
+    with pytest.raises(ValueError, match="The kernel of .*non-finite"):
+        keras_sn.spectral_norm(conv, method="operator")

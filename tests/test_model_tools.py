@@ -276,6 +276,13 @@ def test_apply_rejects_a_non_model():
         keras_sn.apply(keras.layers.Dense(3))
 
 
+@pytest.mark.parametrize("model", [3, None, "model"])
+def test_wrapped_layers_rejects_what_is_not_a_layer(model):
+    with pytest.raises(ValueError, match=r"takes a Keras model or layer\. "
+                       r"Received: model="):
+        keras_sn.wrapped_layers(model)
+
+
 def test_apply_rejects_a_subclassed_model():
     class Net(keras.Model):
         def __init__(self):

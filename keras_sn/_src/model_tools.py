@@ -32,6 +32,11 @@ def wrapped_layers(model):
     >>> [layer.name for layer in keras_sn.wrapped_layers(model)]
     ['a']
     """
+    if not isinstance(model, keras.layers.Layer):
+        raise ValueError(
+            "`keras_sn.wrapped_layers` takes a Keras model or layer. "
+            f"Received: model={model!r:.80} (of type {type(model).__name__})"
+        )
     found, seen = [], set()
 
     def visit(layer):

@@ -15,6 +15,7 @@ from keras import ops
 
 from keras_sn import _compat
 from keras_sn import weights as weights_lib
+from keras_sn._src import arguments
 from keras_sn._src import conv_operator
 from keras_sn._src import lanczos
 from keras_sn._src import power_iteration
@@ -67,7 +68,12 @@ def spectral_norm(layer_or_weight, method=None, input_shape=None, axis=None,
             for a wrapper and `"reshape"` otherwise.
         input_shape: The input shape for `method="operator"` (with or without
             the batch axis); `None` uses the layer's build input shape.
-        axis: For a bare weight, the axis (or axes) of the output units.
+        axis: The kernel axis (or axes) of the output units: for a bare
+            weight (default -1), or for a layer, overriding the table (as
+            `SpectralNormalization`'s `axis`). Not for a wrapper (it has
+            its own) or `method="operator"`. A scalar or a vector has no
+            output axis to choose: its norm is its absolute value or its L2
+            norm (a 1 x 1 or 1 x n matrix).
         normalized: For a wrapper: `True` gives the norm of its effective
             (normalized) weights instead of the raw ones.
 
@@ -94,6 +100,19 @@ def spectral_norm(layer_or_weight, method=None, input_shape=None, axis=None,
         )
     from keras_sn._src.spectral_normalization import SpectralNormalization
 
+    axis = arguments.check_axis(axis)
+    if axis is not None and (
+        method == "operator"
+        or isinstance(layer_or_weight, SpectralNormalization)
+    ):
+        raise ValueError(
+            "`axis` applies to a bare weight or a layer read as a matrix "
+            "(method='reshape'); a wrapper reads its weights with its own "
+            "`axis`, and an operator norm has no output axis to choose. "
+            f"Received: axis={axis!r} with a "
+            f"{type(layer_or_weight).__name__} and method={method!r}. "
+            "Leave `axis` out."
+        )
     if isinstance(layer_or_weight, SpectralNormalization):
         return _wrapper_norm(layer_or_weight, method, input_shape, normalized)
     if normalized:
@@ -103,7 +122,9 @@ def spectral_norm(layer_or_weight, method=None, input_shape=None, axis=None,
             f"{type(layer_or_weight).__name__}"
         )
     if isinstance(layer_or_weight, keras.layers.Layer):
-        return _layer_norm(layer_or_weight, method or "reshape", input_shape)
+        return _layer_norm(
+            layer_or_weight, method or "reshape", input_shape, axis=axis
+        )
     if method == "operator":
         raise ValueError(
             "`method='operator'` needs the convolution layer (its strides, "
@@ -121,14 +142,48 @@ def to_float64_numpy(value):
 
 
 def _weight_norm(weight, axis):
-    array = to_float64_numpy(weight)
+    array = _numeric_array(weight)
+    # A scalar is read as a 1 x 1 matrix: its one axis is the default -1.
+    axes = weights_lib._axes_in_range(
+        axis, max(array.ndim, 1), f"a weight of shape {array.shape}"
+    )
+    _check_finite(array, f"The weight of shape {array.shape}")
     if array.ndim == 0:
         return abs(float(array))
     if array.ndim == 1:
         return float(np.linalg.norm(array))
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
     view = weights_lib.matrix_view(array.shape, axes)
     return _max_block_sigma(array, view)
+
+
+def _numeric_array(weight):
+    """`weight` as a float64 numpy array, or a ValueError saying why not."""
+    if weight is None or isinstance(weight, (str, bytes)):
+        array = None
+    else:
+        try:
+            array = to_float64_numpy(weight)
+        except (TypeError, ValueError):
+            array = None
+    if array is None:
+        raise ValueError(
+            "`keras_sn.spectral_norm` takes a weight (a numeric array, tensor "
+            "or variable), a built Keras layer or a "
+            "`keras_sn.SpectralNormalization`. Received: "
+            f"{weight!r:.80} (of type {type(weight).__name__})"
+        )
+    return array
+
+
+def _check_finite(array, what):
+    if not np.all(np.isfinite(array)):
+        raise ValueError(
+            f"{what} has non-finite entries (NaN or inf), so it has no "
+            "spectral norm. Received: "
+            f"{int(np.sum(~np.isfinite(array)))} of {array.size} entries "
+            "non-finite; check the training run that produced it (e.g. its "
+            "learning rate) or the values assigned."
+        )
 
 
 def _max_block_sigma(kernel, view):
@@ -180,11 +235,15 @@ def _layer_norm(layer, method, input_shape, weight_name=None, axis=None,
     if method == "operator":
         conv_operator.check_supported(layer)
         kernel = layer.kernel if values is None else values["kernel"]
+        _check_finite(
+            to_float64_numpy(kernel), f"The kernel of '{layer.name}'"
+        )
         return operator_norm_of(layer, kernel, input_shape).value
     result = 1.0
     for weight in weights_lib.resolve_weights(layer, weight_name, axis):
         value = weight.variable if values is None else values[weight.name]
         array = to_float64_numpy(value)
+        _check_finite(array, f"The weight '{weight.name}' of '{layer.name}'")
         result *= _max_block_sigma(array, weight.view)
     return result
 

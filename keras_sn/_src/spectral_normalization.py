@@ -363,10 +363,12 @@ class SpectralNormalization(keras.layers.Wrapper):
         Each is `||M v||` from the stored `v` and the current weight, the
         value inference divides by. It equals `u^T M v` whenever u, v and the
         weight agree (after any training call or the warm-up), and is
-        positive and at most the true sigma for any unit `v`, so a state that
-        disagrees with the weight (e.g. after `set_weights` of a new kernel
-        without `reestimate()`) never makes the layer divide by a tiny or
-        negative number.
+        never negative and at most the true sigma for any unit `v`. A state
+        that disagrees with the weight (e.g. after `set_weights` of a new
+        kernel without `reestimate()`) gives a value between 0 and the true
+        sigma: about a typical singular value for a random new kernel, and
+        tiny only if the new weight maps the stored `v` to almost zero. Call
+        `reestimate()` after replacing the weights.
         """
         self._assert_built("sigmas")
         return {
