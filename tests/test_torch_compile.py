@@ -8,8 +8,8 @@ models that between them hold every kernel layout of the weight table:
 - with Inductor, torch.compile's default backend (C++ code generation), one
   convolution: Inductor's first use on a fresh machine costs ~30-50 s (it
   probes the CPU's vector instructions and precompiles headers), and Dynamo
-  traces Keras' step and each wrapper's call through dozens of graph breaks
-  (in Keras' variable `assign` and optimizer), so this model is small;
+  traces Keras' step through the graph breaks of Keras' optimizer and
+  backward pass, so this model is small;
 - with `aot_eager` (Dynamo and AOT autograd trace the wrapper, as Inductor
   does, without code generation; tests/conftest.py), an embedding, a grouped
   convolution (block-diagonal), separable and depthwise convolutions, a
@@ -20,6 +20,11 @@ models that between them hold every kernel layout of the weight table:
 
 Before σ's gradient went through autodiff, a compiled step lost σ's term of
 the gradient and the kernels were 0.4% apart after one step.
+
+A wrapper's call, training or not, is also one graph for Dynamo: no graph
+break (Keras' torch `ops.max` made 11-26 of them per call before the
+power iteration took `ops.amax`), so a compiled model is not cut into
+pieces at every wrapped layer.
 """
 
 import keras
@@ -101,3 +106,42 @@ def test_compiled_step_trains_every_other_layout_like_eager():
     x = rng.integers(0, 10, (8, 8)).astype("int32")
     y = rng.standard_normal((8, 16)).astype("float32")
     _check_compiled_equals_eager(_other_layouts, x, y)
+
+
+def _layouts():
+    """`(wrapper, input)` for one layer of each kernel layout, built."""
+    rng = np.random.default_rng(2)
+    sequence = rng.standard_normal((2, 8, 4)).astype("float32")
+    cases = [
+        (SN(keras.layers.Dense(3)), sequence),
+        (SN(keras.layers.Embedding(10, 4)),
+         rng.integers(0, 10, (2, 8)).astype("int32")),
+        (SN(keras.layers.Conv1D(4, 3, groups=2, padding="same")), sequence),
+        (SN(keras.layers.SeparableConv1D(4, 3, padding="same")), sequence),
+        (SN(keras.layers.DepthwiseConv1D(3, padding="same")), sequence),
+        (SN(keras.layers.Conv1DTranspose(4, 3, padding="same")), sequence),
+        (SN(keras.layers.Conv1D(4, 3, padding="same"), method="operator"),
+         sequence),
+        (SN(keras.layers.EinsumDense("abc,cd->abd", output_shape=(8, 2))),
+         sequence),
+    ]
+    for wrapper, x in cases:
+        wrapper(x)
+    return cases
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_a_wrapper_call_is_one_graph_for_dynamo(training):
+    import torch
+
+    for wrapper, x in _layouts():
+        torch.compiler.reset()
+        x = torch.as_tensor(x)
+        explanation = torch._dynamo.explain(
+            lambda x, wrapper=wrapper: wrapper(x, training=training)
+        )(x)
+        reasons = [str(b.reason).splitlines()[0]
+                   for b in explanation.break_reasons]
+        assert explanation.graph_break_count == 0, (
+            type(wrapper.layer).__name__, reasons)
+        assert explanation.graph_count == 1, type(wrapper.layer).__name__

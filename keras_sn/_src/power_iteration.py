@@ -100,7 +100,10 @@ def norm_and_direction(x, axis=-1):
     positive for any non-zero `x`. The direction is 0 where `x` is.
     """
     # Reciprocals of the (few) norms, then products over the vector.
-    scale = ops.max(ops.abs(x), axis=axis, keepdims=True)
+    # `amax`, not `max`, here and in `_largest`: Keras' torch `max` checks
+    # its result for a `.values` attribute, which Dynamo cannot trace, and
+    # each call split a `torch.compile` graph (11-26 breaks per wrapper call).
+    scale = ops.amax(ops.abs(x), axis=axis, keepdims=True)
     scaled = x * ops.reciprocal(ops.where(scale > 0, scale, 1.0))
     norm = ops.sqrt(ops.sum(ops.square(scaled), axis=axis, keepdims=True))
     # `scaled` has an entry of magnitude 1 unless x is 0, so its norm is
@@ -271,4 +274,4 @@ def _block_sigmas(mv):
 def _largest(block_sigmas):
     if block_sigmas.shape[0] == 1:
         return ops.reshape(block_sigmas, ())
-    return ops.max(block_sigmas)
+    return ops.amax(block_sigmas)
