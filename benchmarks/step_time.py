@@ -292,6 +292,29 @@ def torch_step(model, mode, batch, model_name):
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
+def tool_parser(description, steps_help):
+    """The arguments the development tools in `tools/` share.
+
+    `--batch`, `--model`, `--rounds`, `--steps` and `--clock`, with this
+    script's meanings; each tool adds its own.
+    """
+    parser = argparse.ArgumentParser(
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--model", default="discriminator",
+                        choices=("discriminator", "generator"))
+    parser.add_argument("--rounds", type=int, default=25)
+    parser.add_argument("--steps", type=int, default=10, help=steps_help)
+    parser.add_argument("--clock", choices=tuple(CLOCKS), default="wall")
+    return parser
+
+
+def machine_line(clock):
+    """`machine: ...`, the line every benchmark starts with."""
+    return "machine: " + _models.describe({**_models.machine(), "clock": clock})
+
+
 def _table(samples, clock):
     """Per variant: median ms/step and the summary of the per-round ratios
     to the first variant (median, quartiles, IQR, rounds), with the clock."""

@@ -20,7 +20,6 @@ Usage:
     python tools/ab_private_forms.py --jit off --variants plain keras_sn no_sigma_grad keras
 """
 
-import argparse
 import contextlib
 import os
 import sys
@@ -71,27 +70,15 @@ def _tracing_context(variant):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--model", default="discriminator",
-                        choices=("discriminator", "generator"))
+    parser = step_time.tool_parser(__doc__, "steps per variant per round")
     parser.add_argument("--jit", choices=("on", "off"), default="on")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS,
                         default=["plain", "keras_sn", "two_row", "floor"])
-    parser.add_argument("--rounds", type=int, default=25)
-    parser.add_argument("--steps", type=int, default=10,
-                        help="steps per variant per round")
-    parser.add_argument("--clock", choices=tuple(step_time.CLOCKS),
-                        default="wall")
     args = parser.parse_args(argv)
     if args.variants[0] != "plain" or "keras_sn" not in args.variants:
         parser.error("--variants must start with plain and name keras_sn")
     jit = args.jit == "on"
-    print("machine: " + ", ".join(
-        f"{k}={v}" for k, v in {**_models.machine(),
-                                "clock": args.clock}.items()))
+    print(step_time.machine_line(args.clock))
     x = step_time._inputs(args.model, args.batch)
     steps = {}
     for name in args.variants:

@@ -20,7 +20,6 @@ share of the plain step. Usage:
     python tools/rank_one_cost.py --batch 4 --rounds 25
 """
 
-import argparse
 import os
 import statistics
 import sys
@@ -73,21 +72,9 @@ def forms(ops_):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--model", default="discriminator",
-                        choices=("discriminator", "generator"))
-    parser.add_argument("--rounds", type=int, default=25)
-    parser.add_argument("--steps", type=int, default=10,
-                        help="calls per variant per round")
-    parser.add_argument("--clock", choices=tuple(step_time.CLOCKS),
-                        default="wall")
+    parser = step_time.tool_parser(__doc__, "calls per variant per round")
     args = parser.parse_args(argv)
-    print("machine: " + ", ".join(
-        f"{k}={v}" for k, v in {**_models.machine(),
-                                "clock": args.clock}.items()))
+    print(step_time.machine_line(args.clock))
     x = step_time._inputs(args.model, args.batch)
     model = _models.build(args.model, "plain")
     step = step_time.make_step(model, "train", False)
